@@ -1,0 +1,103 @@
+"""Shared pytest configuration and fixtures for the trollmoves tests.
+
+Real servers (sshd, pyftpdlib, moto_server, posttroll nameserver) come from ``tests/servers.py``
+and run once per session on 127.0.0.1; see that module for why and how.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+# ``servers`` is a plain module beside this file.  pytest's default "prepend" import mode puts
+# this directory on sys.path already; doing it here too keeps ``import servers`` working under
+# ``--import-mode=importlib`` and for test files in sub-directories.
+_TESTS_DIR = str(Path(__file__).resolve().parent)
+if _TESTS_DIR not in sys.path:
+    sys.path.insert(0, _TESTS_DIR)
+
+import servers
+
+# posttroll reads its fixed ports from the environment once, when it is first imported, and every
+# process that talks to the test nameserver (this one, the nameserver, daemon subprocesses that
+# inherit os.environ) must agree on them.  So they are exported here, at conftest import, before
+# any test module can import posttroll.  Values already set (e.g. by CI) are kept.
+for _name, _value in servers.posttroll_port_env().items():
+    os.environ.setdefault(_name, _value)
+if "posttroll" in sys.modules:  # pragma: no cover - a plugin imported it before us
+    import warnings
+
+    warnings.warn("posttroll was imported before tests/conftest.py set the POSTTROLL_*_PORT "
+                  "variables; nameserver tests may talk to the wrong ports", stacklevel=1)
+
+import pytest
+
+SERVER_MARKERS = {
+    "sshd_server": ("sshd", "needs the real OpenSSH sshd fixture"),
+    "ftp_server": ("ftp", "needs the real pyftpdlib FTP server fixture"),
+    "s3_server": ("s3", "needs the real moto_server S3 fixture"),
+    "nameserver": ("nameserver", "needs the real posttroll nameserver fixture"),
+}
+"""fixture name -> (marker, description).  Tests using a fixture get its marker automatically."""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for marker, description in SERVER_MARKERS.values():
+        config.addinivalue_line("markers", f"{marker}: {description}")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test that uses a server fixture, so ``-m "not sshd"`` etc. select by server."""
+    for item in items:
+        for fixture_name, (marker, _) in SERVER_MARKERS.items():
+            if fixture_name in getattr(item, "fixturenames", ()):
+                item.add_marker(marker)
+
+
+def _start(starter, *args, **kwargs):
+    """Start a server, or skip (not fail) when its software is not installed."""
+    try:
+        return starter(*args, **kwargs)
+    except servers.ServerUnavailable as err:
+        pytest.skip(str(err))
+
+
+@pytest.fixture(scope="session")
+def sshd_server(tmp_path_factory: pytest.TempPathFactory):
+    """A real OpenSSH sshd on 127.0.0.1 (key auth only), see :class:`servers.SshdServer`."""
+    server = _start(servers.start_sshd, tmp_path_factory.mktemp("sshd"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def ftp_server(tmp_path_factory: pytest.TempPathFactory):
+    """A real pyftpdlib FTP server on 127.0.0.1, see :class:`servers.FtpServer`."""
+    server = _start(servers.start_ftp, tmp_path_factory.mktemp("ftp"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory):
+    """A real moto_server (S3 API) on 127.0.0.1, see :class:`servers.S3Server`."""
+    server = _start(servers.start_s3, tmp_path_factory.mktemp("s3"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def nameserver(tmp_path_factory: pytest.TempPathFactory):
+    """A real posttroll ``nameserver --no-multicast`` on this session's POSTTROLL_* ports.
+
+    Talk to it with ``nameservers=["localhost"]`` (or ``nameserver.host``); the ports are
+    already in ``os.environ`` for this process and its children.
+    """
+    server = _start(servers.start_nameserver, tmp_path_factory.mktemp("nameserver"),
+                    servers.PosttrollPorts.from_env(os.environ))
+    yield server
+    server.stop()
+
+
+# --- other fixtures below ---

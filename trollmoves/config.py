@@ -1,0 +1,1179 @@
+"""Configuration: the original trollmoves INI/YAML files (and TOML) into frozen, validated objects.
+
+Everything a daemon needs is checked here, at load time, with no network I/O, so
+that a daemon never finds out about a typo at 3 a.m. when the first file arrives.
+``trollmoves check-config FILE`` runs exactly this code.
+
+Formats:
+
+* INI (server, client, mirror, move_it): one section per chain, ``[DEFAULT]``
+  inherited, ``connection_parameters__<key>`` nested keys, booleans as booleans.
+* YAML (dispatcher, s3downloader): the original mappings.
+* TOML: the same content in another spelling. For the INI kinds each top-level
+  table is a section (``[DEFAULT]`` included); for the YAML kinds the mapping is
+  the same.
+
+One reserved INI section, ``[trollmoves]``, holds daemon-wide settings of ours
+(metrics address and port, state directory, drain timeout); the original ignores
+sections it cannot use, so an original daemon reading our file is not disturbed.
+
+Problems are collected, not raised one by one: every message names the file, the
+section and the key, the value found and what was expected, e.g.
+``client.ini [hrit] providers: expected host:port[/topic], got 'foo'``.
+"""
+
+from __future__ import annotations
+
+import configparser
+import dataclasses
+import logging
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+from urllib.parse import urlsplit
+
+from trollmoves.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+KINDS = ("server", "client", "mirror", "move_it", "dispatcher", "s3downloader")
+DAEMON_SECTION = "trollmoves"
+CHECKSUM_METHODS = ("xxh3_128", "xxh3_64", "sha256", "sha512", "md5", "none")
+DESTINATION_SCHEMES = ("", "file", "ftp", "scp", "sftp", "s3")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+_DEPRECATED_CONNECTION_KEYS = ("connection_uptime", "ssh_key_filename", "ssh_connection_timeout",
+                               "ssh_private_key_file")
+
+EMPTY_MAPPING: Mapping[str, Any] = MappingProxyType({})
+
+
+class Invalid(ValueError):
+    """A value failed conversion; the text says what was expected."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Value converters: each takes the raw value (a str from INI, a native value from YAML/TOML) and
+# returns the typed value or raises Invalid("expected ...").
+# --------------------------------------------------------------------------------------------------
+
+def to_str(value: Any) -> str:
+    if isinstance(value, (dict, list)):
+        raise Invalid("expected a string")
+    return str(value).strip()
+
+
+def to_nonempty_str(value: Any) -> str:
+    text = to_str(value)
+    if not text:
+        raise Invalid("expected a non-empty string")
+    return text
+
+
+def to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise Invalid("expected a boolean (true/false, yes/no, on/off, 1/0)")
+
+
+def to_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise Invalid("expected an integer")
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        raise Invalid("expected an integer") from None
+
+
+def to_nonneg_int(value: Any) -> int:
+    number = to_int(value)
+    if number < 0:
+        raise Invalid("expected an integer >= 0")
+    return number
+
+
+def to_float(value: Any) -> float:
+    if isinstance(value, bool):
+        raise Invalid("expected a number")
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        raise Invalid("expected a number") from None
+    if number != number or number in (float("inf"), float("-inf")):
+        raise Invalid("expected a finite number")
+    return number
+
+
+def to_nonneg_float(value: Any) -> float:
+    number = to_float(value)
+    if number < 0:
+        raise Invalid("expected a number >= 0")
+    return number
+
+
+def to_port(value: Any) -> int:
+    number = to_int(value)
+    if not 0 <= number <= 65535:
+        raise Invalid("expected a port number 0-65535")
+    return number
+
+
+def to_request_port(value: Any) -> int:
+    number = to_port(value)
+    if number == 0:
+        raise Invalid("expected a port number 1-65535")
+    return number
+
+
+def to_list(value: Any) -> tuple[str, ...]:
+    """Whitespace-separated list (INI) or a real list (YAML/TOML)."""
+    if isinstance(value, (list, tuple)):
+        return tuple(to_nonempty_str(item) for item in value)
+    return tuple(str(value).split())
+
+
+def to_comma_list(value: Any) -> tuple[str, ...]:
+    if isinstance(value, (list, tuple)):
+        return tuple(to_nonempty_str(item) for item in value)
+    return tuple(item.strip() for item in str(value).split(",") if item.strip())
+
+
+def to_pattern(value: Any) -> str:
+    """A trollsift pattern: balanced braces, fields trollsift can parse."""
+    from trollsift import globify
+    from trollsift.parser import regex_format
+
+    pattern = to_nonempty_str(value)
+    try:
+        globify(pattern)
+        regex_format(pattern)
+    except Exception as exc:  # trollsift raises ValueError, re.error, AttributeError...
+        raise Invalid(f"expected a trollsift pattern ({exc})") from None
+    return pattern
+
+
+def to_origin(value: Any) -> str:
+    pattern = to_pattern(value)
+    if not os.path.isabs(pattern.split("{", 1)[0] or "x"):
+        raise Invalid("expected an absolute path pattern (e.g. /data/in/{name}.dat)")
+    return pattern
+
+
+def to_template(value: Any) -> str:
+    """A destination template: a URL whose fields are filled from message metadata."""
+    from trollsift import globify
+
+    text = to_nonempty_str(value)
+    try:
+        globify(text)
+    except Exception as exc:
+        raise Invalid(f"expected a URL template with balanced {{fields}} ({exc})") from None
+    scheme = urlsplit(text.split("{", 1)[0] if "://" not in text.split("{", 1)[0] else text).scheme
+    if "://" in text and scheme.lower() not in DESTINATION_SCHEMES:
+        raise Invalid(f"expected a destination URL with scheme in {', '.join(s for s in DESTINATION_SCHEMES if s)}"
+                      f" (got scheme '{scheme}')")
+    return text
+
+
+def to_url_list(value: Any) -> tuple[str, ...]:
+    items = to_list(value)
+    if not items:
+        raise Invalid("expected one or more destination URLs")
+    return tuple(to_template(item) for item in items)
+
+
+_PROVIDER = re.compile(r"^(?:tcp://)?(?P<host>\[[0-9a-fA-F:]+\]|[^\s:/]+):(?P<port>\d+)(?:/(?P<topic>.*))?$")
+
+
+@dataclass(frozen=True)
+class Provider:
+    """A publisher to subscribe to: ``host:port[/topic]``."""
+
+    host: str
+    port: int
+    topic: str | None = None
+
+    @property
+    def address(self) -> str:
+        return f"tcp://{self.host}:{self.port}"
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}" + (f"/{self.topic}" if self.topic else "")
+
+
+def to_provider(text: str) -> Provider:
+    match = _PROVIDER.match(text.strip())
+    if not match or not 0 < int(match["port"]) < 65536:
+        raise Invalid("expected host:port[/topic]")
+    topic = match["topic"]
+    if topic is not None:
+        topic = "/" + topic.strip("/") if topic.strip("/") else None
+    return Provider(match["host"], int(match["port"]), topic)
+
+
+def to_providers(value: Any) -> tuple[Provider, ...]:
+    items = to_list(value)
+    if not items:
+        raise Invalid("expected one or more host:port[/topic]")
+    providers = []
+    for item in items:
+        try:
+            providers.append(to_provider(item))
+        except Invalid:
+            raise Invalid(f"expected host:port[/topic], got '{item}'") from None
+    return tuple(providers)
+
+
+def to_nameservers(value: Any) -> tuple[str, ...] | bool:
+    """``False`` (no nameserver, plain publisher) or a list of nameserver hosts."""
+    if isinstance(value, bool):
+        if value:
+            raise Invalid("expected False or a list of nameserver hosts")
+        return False
+    if isinstance(value, (list, tuple)):
+        return to_list(value)
+    text = str(value).strip()
+    if text.lower() in _FALSE or text.lower() == "none":
+        return False
+    hosts = to_list(text)
+    if not hosts:
+        raise Invalid("expected False or a list of nameserver hosts")
+    return hosts
+
+
+def to_nameserver(value: Any) -> str | bool:
+    """A ``listen`` chain's ``nameserver``: a host, or a boolean."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip()
+    if text.lower() in _TRUE:
+        return True
+    if text.lower() in _FALSE:
+        return False
+    return to_nonempty_str(text)
+
+
+def to_info(value: Any) -> Mapping[str, Any]:
+    """``k=v;k2=a,b`` into a mapping; comma-separated values become lists (as the original)."""
+    if isinstance(value, Mapping):
+        return MappingProxyType(dict(value))
+    items: dict[str, Any] = {}
+    for element in str(value).split(";"):
+        element = element.strip()
+        if not element:
+            continue
+        if "=" not in element:
+            raise Invalid(f"expected key=value;key2=value2, got item '{element}'")
+        key, val = (part.strip() for part in element.split("=", 1))
+        if not key:
+            raise Invalid(f"expected key=value;key2=value2, got item '{element}'")
+        items[key] = val.split(",") if "," in val else val
+    return MappingProxyType(items)
+
+
+def _choice(*choices: str, aliases: Mapping[str, str] | None = None) -> Callable[[Any], str]:
+    aliases = aliases or {}
+
+    def convert(value: Any) -> str:
+        text = to_str(value).lower()
+        text = aliases.get(text, text)
+        if text not in choices:
+            raise Invalid(f"expected one of {', '.join(choices)}")
+        return text
+
+    return convert
+
+
+def to_server_compression(value: Any) -> str | bool:
+    """Server-side decompression: ``xrit`` or ``bzip`` (never ``eval``-ed, unlike the original)."""
+    if isinstance(value, bool) or str(value).strip().lower() in _FALSE | {""}:
+        if value is True:
+            raise Invalid("expected xrit or bzip")
+        return False
+    return _choice("xrit", "bzip", aliases={"bz2": "bzip", "bzip2": "bzip"})(value)
+
+
+def to_client_compression(value: Any) -> str | bool:
+    if isinstance(value, bool) or str(value).strip().lower() in _FALSE | {""}:
+        if value is True:
+            raise Invalid("expected bzip, tar or xrit")
+        return False
+    return _choice("bzip", "tar", "xrit", aliases={"bz2": "bzip", "bzip2": "bzip"})(value)
+
+
+to_checksum = _choice(*CHECKSUM_METHODS, aliases={"xxh128": "xxh3_128", "xxh3": "xxh3_128", "xxh64": "xxh3_64"})
+
+
+def to_login(value: Any) -> str:
+    text = to_nonempty_str(value)
+    if "@" in text or "/" in text:
+        raise Invalid("expected user[:password]")
+    return text
+
+
+def to_bind_address(value: Any) -> str:
+    text = to_nonempty_str(value)
+    if any(c in text for c in " /"):
+        raise Invalid("expected an IP address or host name to bind to (e.g. 127.0.0.1, 0.0.0.0 or *)")
+    return text
+
+
+def to_existing_file(value: Any) -> str:
+    text = to_nonempty_str(value)
+    if not os.path.isfile(os.path.expanduser(text)):
+        raise Invalid("expected an existing file")
+    return text
+
+
+# --------------------------------------------------------------------------------------------------
+# Declarative key tables: a dataclass field with metadata {"conv": converter, "required": bool}.
+# --------------------------------------------------------------------------------------------------
+
+def key(conv: Callable[[Any], Any], default: Any = None, *, required: bool = False, doc: str = "") -> Any:
+    """A config key: converter, default, whether it is required, and a one-line description."""
+    meta = {"conv": conv, "required": required, "doc": doc}
+    if isinstance(default, Mapping):
+        return field(default_factory=lambda: default, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class DaemonSettings:
+    """The reserved ``[trollmoves]`` section (or YAML/TOML mapping): settings of the whole daemon."""
+
+    metrics_port: int | None = key(to_port, None, doc="port of /metrics and /healthz (off when unset)")
+    metrics_address: str = key(to_bind_address, "127.0.0.1", doc="address /metrics binds to")
+    state_directory: str | None = key(to_nonempty_str, None, doc="where pending work and handled files are kept")
+    drain_timeout: float = key(to_nonneg_float, 30.0, doc="seconds in-flight transfers may finish at stop")
+    stalled_after: float = key(to_nonneg_float, 600.0,
+                               doc="health: a chain is stalled when files arrive but none moved this long")
+    log_implementation: bool = key(to_bool, True, doc="log which speedups implementation is active at start")
+
+
+@dataclass(frozen=True)
+class ServerChain:
+    """One section of a server (move_it_server.py) config: a watched directory and its request port."""
+
+    name: str = key(to_nonempty_str, required=True)
+    topic: str = key(to_nonempty_str, required=True, doc="subject of announcements")
+    origin: str | None = key(to_origin, doc="trollsift pattern of the files to watch")
+    listen: str | None = key(to_nonempty_str, doc="instead of origin: re-announce messages of this topic")
+    request_port: int | None = key(to_request_port, doc="request (push/ack/info/ping) port; absent: standalone")
+    request_address: str | None = key(to_nonempty_str, doc="host put in request_address of announcements")
+    request_bind_address: str = key(to_bind_address, "*", doc="address the request port binds to")
+    info: Mapping[str, Any] = key(to_info, EMPTY_MAPPING, doc="extra metadata k=v;k2=a,b")
+    station: str = key(to_str, "unknown", doc="returned in pong replies")
+    delete: bool = key(to_bool, False, doc="delete served files remove_delay s after push/ack")
+    remove_delay: float = key(to_nonneg_float, 30.0)
+    compression: str | bool = key(to_server_compression, False, doc="xrit or bzip: decompress before announcing")
+    prog: str = key(to_nonempty_str, "./xRITDecompress", doc="decompressor for compression = xrit")
+    working_directory: str | None = key(to_nonempty_str, doc="where decompressed files are written")
+    unpack: str | None = key(to_nonempty_str, doc="standalone mode: announce archive members (tar, zip)")
+    watchdog_timeout: float = key(to_nonneg_float, 1.0, doc="polling interval with -w")
+    origin_inotify_base_dir_skip_levels: int | None = key(
+        to_int, doc="number of trailing directory levels of origin created later (watched from above)")
+    connection_parameters: Mapping[str, Any] = key(lambda v: v, EMPTY_MAPPING, doc="options passed to movers")
+    services: tuple[str, ...] = key(to_list, (), doc="listen chains: posttroll services")
+    topics: tuple[str, ...] = key(to_list, (), doc="listen chains: topics (default: listen)")
+    addr_listener: bool = key(to_bool, True)
+    addresses: tuple[str, ...] = key(to_list, ())
+    timeout: int = key(to_nonneg_int, 10)
+    translate: bool = key(to_bool, False)
+    nameserver: str | bool | None = key(to_nameserver)
+    publish_port: int = key(to_port, 0, doc="ignored by the server (the publisher port is -p)")
+    publisher_port: int | None = key(to_port, doc="ignored by the server (the publisher port is -p)")
+    req_timeout: float = key(to_nonneg_float, 1.0)
+    transfer_req_timeout: float = key(to_nonneg_float, 10.0)
+    allowed_destinations: tuple[str, ...] = key(to_list, (), doc="allow-list of destination URL prefixes")
+    checksum: str = key(to_checksum, "xxh3_128", doc="checksum method announced with each file")
+    announce_history: int = key(to_nonneg_int, 10000, doc="announcements kept for catch-up requests")
+
+
+@dataclass(frozen=True)
+class ClientChain:
+    """One section of a client (move_it_client.py) config: providers to follow, a destination."""
+
+    name: str = key(to_nonempty_str, required=True)
+    providers: tuple[Provider, ...] = key(to_providers, required=True, doc="host:port[/topic] publishers")
+    destination: str = key(to_template, required=True, doc="URL template the files are pushed to")
+    topic: str | None = key(to_nonempty_str, doc="announcement topic to subscribe to")
+    publish_port: int = key(to_port, 0)
+    publish_address: str = key(to_bind_address, "*", doc="address the client's publisher binds to")
+    nameservers: tuple[str, ...] | bool | None = key(to_nameservers, doc="False, or nameserver hosts")
+    login: str | None = key(to_login, doc="user[:password] sent to the server only")
+    heartbeat: bool = key(to_bool, True)
+    heartbeat_alarm_scale: float = key(to_nonneg_float, 0.0)
+    processing_delay: float | None = key(to_nonneg_float, doc="hot spare: wait before requesting")
+    backup_targets: tuple[str, ...] = key(to_list, ())
+    create_target_directory: bool = key(to_bool, True)
+    ftp_root: str = key(to_nonempty_str, "/")
+    compression: str | bool = key(to_client_compression, False)
+    xritdecompressor: str | None = key(to_nonempty_str)
+    block_size: int = key(to_nonneg_int, 1024)
+    delete: bool = key(to_bool, False)
+    req_timeout: float = key(to_nonneg_float, 1.0)
+    transfer_req_timeout: float = key(to_nonneg_float, 10.0)
+    working_directory: str | None = key(to_nonempty_str)
+    checksum: str = key(to_checksum, "xxh3_128")
+    catch_up: bool = key(to_bool, True, doc="ask providers for files announced while away")
+    replace_mda: Mapping[str, str] = key(lambda v: v, EMPTY_MAPPING, doc="other keys: metadata replacement")
+
+
+@dataclass(frozen=True)
+class MirrorChain(ServerChain):
+    """A mirror section: client-side toward ``providers``, server-side toward its own clients."""
+
+    providers: tuple[Provider, ...] = key(to_providers, required=True)
+    destination: str = key(to_template, required=True, doc="local directory URL where pulled files land")
+    client_topic: str | None = key(to_nonempty_str)
+    login: str | None = key(to_login)
+    delay: float = key(to_nonneg_float, 0.0)
+    create_target_directory: bool = key(to_bool, True)
+    ftp_root: str = key(to_nonempty_str, "/")
+    nameservers: tuple[str, ...] | bool | None = key(to_nameservers)
+    backup_targets: tuple[str, ...] = key(to_list, ())
+    heartbeat: bool = key(to_bool, True)
+
+
+@dataclass(frozen=True)
+class MoveItChain:
+    """A move_it.py section: watch origin, copy each file to every destination."""
+
+    name: str = key(to_nonempty_str, required=True)
+    origin: str = key(to_origin, required=True)
+    destinations: tuple[str, ...] = key(to_url_list, required=True)
+    topic: str | None = key(to_nonempty_str)
+    info: Mapping[str, Any] = key(to_info, EMPTY_MAPPING)
+    request_port: int | None = key(to_request_port)
+    request_address: str | None = key(to_nonempty_str)
+    compression: str | bool = key(to_server_compression, False)
+    prog: str = key(to_nonempty_str, "./xRITDecompress")
+    working_directory: str | None = key(to_nonempty_str)
+    delete: bool = key(to_bool, False)
+    watchdog_timeout: float = key(to_nonneg_float, 1.0)
+    connection_parameters: Mapping[str, Any] = key(lambda v: v, EMPTY_MAPPING)
+    publish_port: int = key(to_port, 0)
+    publisher_port: int | None = key(to_port)
+    remove_delay: float = key(to_nonneg_float, 30.0)
+    req_timeout: float = key(to_nonneg_float, 1.0)
+    transfer_req_timeout: float = key(to_nonneg_float, 10.0)
+    station: str = key(to_str, "unknown")
+    checksum: str = key(to_checksum, "xxh3_128")
+
+
+CHAIN_CLASSES: dict[str, type] = {
+    "server": ServerChain, "client": ClientChain, "mirror": MirrorChain, "move_it": MoveItChain,
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    """A loaded config: its chains (or targets), daemon settings, and what was found wrong."""
+
+    path: str
+    kind: str
+    chains: tuple[Any, ...] = ()
+    daemon: DaemonSettings = DaemonSettings()
+    errors: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+    extra: Mapping[str, Any] = field(default_factory=lambda: EMPTY_MAPPING)
+
+    def chain(self, name: str):
+        for chain in self.chains:
+            if chain.name == name:
+                return chain
+        raise KeyError(name)
+
+    @property
+    def chain_names(self) -> tuple[str, ...]:
+        return tuple(chain.name for chain in self.chains)
+
+
+# --------------------------------------------------------------------------------------------------
+# Generic section conversion
+# --------------------------------------------------------------------------------------------------
+
+class _Report:
+    """Collects problems with the file name in front."""
+
+    def __init__(self, path: str):
+        self.label = os.path.basename(path)
+        self.errors: list[str] = []
+        self.warnings: list[str] = []
+
+    def error(self, section: str | None, key_name: str | None, text: str) -> None:
+        self.errors.append(self._where(section, key_name) + text)
+
+    def warn(self, section: str | None, key_name: str | None, text: str) -> None:
+        self.warnings.append(self._where(section, key_name) + text)
+
+    def _where(self, section: str | None, key_name: str | None) -> str:
+        where = self.label
+        if section is not None:
+            where += f" [{section}]"
+        if key_name is not None:
+            where += f" {key_name}"
+        return where + ": "
+
+
+def _show(value: Any) -> str:
+    from trollmoves.redact import redact
+
+    text = redact(value)
+    if len(text) > 80:
+        text = text[:77] + "..."
+    return repr(text) if isinstance(value, str) else text
+
+
+def _convert_fields(cls: type, section: str, raw: Mapping[str, Any], report: _Report,
+                    secret_keys: frozenset[str] = frozenset()) -> dict[str, Any] | None:
+    """Convert raw values with the field converters of ``cls``; report and return None on error."""
+    values: dict[str, Any] = {}
+    ok = True
+    for fld in dataclasses.fields(cls):
+        if fld.name in ("name",):
+            continue
+        if fld.name in raw:
+            value = raw[fld.name]
+            try:
+                values[fld.name] = fld.metadata["conv"](value)
+            except Invalid as exc:
+                shown = "'***'" if fld.name in secret_keys else _show(value)
+                report.error(section, fld.name, f"{exc}, got {shown}")
+                ok = False
+        elif fld.metadata.get("required"):
+            report.error(section, fld.name, f"missing required key ({fld.metadata.get('doc') or 'required'})")
+            ok = False
+    return values if ok else None
+
+
+def _known_keys(cls: type) -> set[str]:
+    return {fld.name for fld in dataclasses.fields(cls)}
+
+
+def _nested(raw: Mapping[str, Any], section: str, report: _Report) -> dict[str, Any]:
+    """Fold ``a__b__c = v`` keys into nested dicts, converting true/false/0/1 as the original does."""
+    out: dict[str, Any] = {}
+    for name, value in raw.items():
+        if "__" not in name:
+            continue
+        parts = name.split("__")
+        if any(not part for part in parts):
+            report.error(section, name, "expected name__key, got an empty part")
+            continue
+        target = out
+        for part in parts[:-1]:
+            existing = target.setdefault(part, {})
+            if not isinstance(existing, dict):
+                report.error(section, name, f"conflicts with the plain key {part}")
+                break
+            target = existing
+        else:
+            target[parts[-1]] = _ini_scalar(value)
+    return out
+
+
+def _ini_scalar(value: Any) -> Any:
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in ("0", "false"):
+            return False
+        if lowered in ("1", "true"):
+            return True
+        return value.strip()
+    return value
+
+
+def _connection_parameters(raw: Mapping[str, Any], nested: dict[str, Any], section: str,
+                           report: _Report) -> Mapping[str, Any]:
+    params: dict[str, Any] = {}
+    direct = raw.get("connection_parameters")
+    if direct is not None:
+        if isinstance(direct, Mapping):
+            params.update(direct)
+        else:
+            report.error(section, "connection_parameters",
+                         "expected a table/mapping (or connection_parameters__<key> = value lines)")
+    params.update(nested.get("connection_parameters", {}))
+    for old in _DEPRECATED_CONNECTION_KEYS:
+        if old in raw:
+            report.warn(section, old, f"deprecated; use connection_parameters__{old} instead (applied)")
+            params.setdefault(old, _ini_scalar(raw[old]))
+    return _freeze(params)
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return MappingProxyType({k: _freeze(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def thaw(value: Any) -> Any:
+    """Turn frozen mappings/tuples back into plain dicts/lists (for libraries that want them)."""
+    if isinstance(value, Mapping):
+        return {k: thaw(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return [thaw(v) for v in value]
+    return value
+
+
+def _build_chain(kind: str, name: str, raw: Mapping[str, Any], default_keys: set[str],
+                 report: _Report) -> Any | None:
+    cls = CHAIN_CLASSES[kind]
+    known = _known_keys(cls) | set(_DEPRECATED_CONNECTION_KEYS)
+    nested = _nested(raw, name, report)
+    plain = {k: v for k, v in raw.items() if "__" not in k}
+    unknown = [k for k in plain if k not in known]
+    replace_mda: dict[str, str] = {}
+    for unknown_key in unknown:
+        if kind == "client":
+            replace_mda[unknown_key] = str(plain[unknown_key])
+            if unknown_key not in default_keys:
+                report.warn(name, unknown_key, "not a client key; used as metadata replacement (replace_mda)")
+        elif unknown_key not in default_keys:
+            report.warn(name, unknown_key, f"unknown key for a {kind} section, ignored")
+    for group in nested:
+        if group != "connection_parameters" and group not in known:
+            report.warn(name, f"{group}__...", f"unknown nested key group for a {kind} section, ignored")
+    values = _convert_fields(cls, name, plain, report, secret_keys=frozenset({"login"}))
+    if values is None:
+        return None
+    if "connection_parameters" in known:
+        values["connection_parameters"] = _connection_parameters(plain, nested, name, report)
+    if kind == "client":
+        values["replace_mda"] = MappingProxyType(replace_mda)
+    if not _check_chain(kind, name, values, report):
+        return None
+    return cls(name=name, **values)
+
+
+def _check_chain(kind: str, name: str, values: dict[str, Any], report: _Report) -> bool:
+    """Rules that involve several keys."""
+    ok = True
+    if kind in ("server", "mirror"):
+        if not values.get("origin") and not values.get("listen"):
+            report.error(name, "origin", "missing required key (a server chain needs origin or listen)")
+            ok = False
+        skip = values.get("origin_inotify_base_dir_skip_levels")
+        origin = values.get("origin")
+        if origin and "{" in os.path.dirname(origin) and skip is None:
+            report.warn(name, "origin", "has {fields} in its directory part; set "
+                        "origin_inotify_base_dir_skip_levels to watch the directories that appear later")
+    if kind in ("server", "mirror", "move_it"):
+        if values.get("compression") == "xrit" and kind != "mirror" and not values.get("prog"):
+            report.error(name, "prog", "missing decompressor for compression = xrit")
+            ok = False
+    if kind == "client":
+        if values.get("compression") == "xrit" and not values.get("xritdecompressor"):
+            report.error(name, "xritdecompressor", "missing required key for compression = xrit")
+            ok = False
+        if not values.get("topic") and not any(p.topic for p in values.get("providers", ())):
+            report.error(name, "topic", "missing required key (or give every provider a /topic)")
+            ok = False
+    return ok
+
+
+# --------------------------------------------------------------------------------------------------
+# Readers
+# --------------------------------------------------------------------------------------------------
+
+def _read_ini(path: str, report: _Report) -> tuple[dict[str, dict[str, Any]], dict[str, Any]] | None:
+    # A sentinel default section keeps [DEFAULT] apart, so that each section's own keys are known.
+    parser = configparser.ConfigParser(interpolation=None, default_section="\x00no-default")
+    try:
+        with open(path, encoding="utf-8") as stream:
+            parser.read_file(stream)
+    except configparser.Error as exc:
+        report.error(None, None, f"not a valid INI file: {exc}".replace("\n", " "))
+        return None
+    except UnicodeDecodeError as exc:
+        report.error(None, None, f"not UTF-8 text: {exc}")
+        return None
+    defaults = dict(parser["DEFAULT"]) if parser.has_section("DEFAULT") else {}
+    sections = {}
+    for name in parser.sections():
+        if name == "DEFAULT":
+            continue
+        own = dict(parser[name])
+        sections[name] = own if name == DAEMON_SECTION else {**defaults, **own}
+    return sections, defaults
+
+
+def _read_toml_sections(data: Mapping[str, Any], report: _Report
+                        ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]] | None:
+    defaults = dict(data.get("DEFAULT", {}))
+    sections: dict[str, dict[str, Any]] = {}
+    for name, table in data.items():
+        if name == "DEFAULT":
+            continue
+        if not isinstance(table, Mapping):
+            report.error(None, name, "expected a table ([section]) at the top level")
+            continue
+        if name == DAEMON_SECTION:
+            sections[name] = {k.lower(): v for k, v in table.items()}
+            continue
+        merged = dict(defaults)
+        merged.update(table)
+        sections[name] = {k.lower(): v for k, v in merged.items()}
+    return sections, {k.lower(): v for k, v in defaults.items()}
+
+
+def _load_structured(path: str, report: _Report) -> Any:
+    """YAML or TOML by extension; None (with an error reported) when unreadable."""
+    suffix = Path(path).suffix.lower()
+    try:
+        with open(path, encoding="utf-8") as stream:
+            text = stream.read()
+    except UnicodeDecodeError as exc:
+        report.error(None, None, f"not UTF-8 text: {exc}")
+        return None
+    if suffix == ".toml":
+        import toml
+
+        try:
+            return toml.loads(text)
+        except (toml.TomlDecodeError, IndexError, ValueError) as exc:
+            report.error(None, None, f"not a valid TOML file: {exc}")
+            return None
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        report.error(None, None, f"not a valid YAML file: {str(exc).splitlines()[0]}")
+        return None
+
+
+def is_toml(path: str) -> bool:
+    return Path(path).suffix.lower() == ".toml"
+
+
+def is_yaml(path: str) -> bool:
+    return Path(path).suffix.lower() in (".yaml", ".yml")
+
+
+def _ini_like(path: str, report: _Report) -> tuple[dict[str, dict[str, Any]], dict[str, Any]] | None:
+    if is_toml(path):
+        data = _load_structured(path, report)
+        if data is None:
+            return None
+        return _read_toml_sections(data, report)
+    return _read_ini(path, report)
+
+
+def _daemon_settings(raw: Mapping[str, Any] | None, report: _Report, section: str = DAEMON_SECTION
+                     ) -> DaemonSettings:
+    if not raw:
+        return DaemonSettings()
+    known = _known_keys(DaemonSettings)
+    for name in raw:
+        if name not in known:
+            report.warn(section, name, "unknown daemon setting, ignored")
+    values = _convert_fields(DaemonSettings, section, {k: v for k, v in raw.items() if k in known}, report)
+    return DaemonSettings(**(values or {}))
+
+
+def _load_chains(path: str, kind: str, report: _Report) -> Config:
+    parsed = _ini_like(path, report)
+    if parsed is None:
+        return _finish(path, kind, report)
+    sections, defaults = parsed
+    daemon_raw = sections.pop(DAEMON_SECTION, None)
+    daemon = _daemon_settings(daemon_raw, report)
+    default_keys = set(defaults)
+    known = _known_keys(CHAIN_CLASSES[kind]) | set(_DEPRECATED_CONNECTION_KEYS)
+    for default_key in defaults:
+        if "__" not in default_key and default_key not in known and kind != "client":
+            report.warn("DEFAULT", default_key, f"unknown key for a {kind} config, ignored")
+    if not sections:
+        report.error(None, None, f"no sections: a {kind} config needs at least one [chain] section")
+    chains = []
+    for name, raw in sections.items():
+        chain = _build_chain(kind, name, raw, default_keys, report)
+        if chain is not None:
+            chains.append(chain)
+    _check_unique_ports(kind, chains, report)
+    return _finish(path, kind, report, chains=tuple(chains), daemon=daemon)
+
+
+def _check_unique_ports(kind: str, chains: list, report: _Report) -> None:
+    """Two chains on one request port is a start-up error, caught here (the original hangs, §7.7)."""
+    seen: dict[int, str] = {}
+    for chain in list(chains):
+        port = getattr(chain, "request_port", None)
+        if port is None or kind == "move_it":
+            continue
+        if port in seen:
+            report.error(chain.name, "request_port", f"port {port} is already used by section [{seen[port]}]")
+            chains.remove(chain)
+        else:
+            seen[port] = chain.name
+
+
+def _finish(path: str, kind: str, report: _Report, **kwargs: Any) -> Config:
+    return Config(path=path, kind=kind, errors=tuple(report.errors), warnings=tuple(report.warnings), **kwargs)
+
+
+# --------------------------------------------------------------------------------------------------
+# Dispatcher and s3downloader (YAML / TOML)
+# --------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DispatchConfig:
+    """One item of a target's ``dispatch_configs``: topics, conditions, optional overrides."""
+
+    topics: tuple[str, ...]
+    conditions: tuple[Mapping[str, Any], ...] = ()
+    host: str | None = None
+    directory: str | None = None
+    filepattern: str | None = None
+
+
+@dataclass(frozen=True)
+class DispatchTarget:
+    """A dispatcher target (a customer): where and how files matching its dispatch configs go."""
+
+    name: str
+    host: str = ""
+    directory: str = ""
+    filepattern: str | None = None
+    connection_parameters: Mapping[str, Any] = field(default_factory=lambda: EMPTY_MAPPING)
+    aliases: Any = None
+    publish_topic: str | None = None
+    dispatch_configs: tuple[DispatchConfig, ...] = ()
+
+
+@dataclass(frozen=True)
+class SubscriberSettings:
+    """The dispatcher's ``posttroll_subscriber`` mapping."""
+
+    subscribe_addresses: tuple[str, ...] = ()
+    nameserver: str | bool = "localhost"
+    subscribe_services: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RetrySettings:
+    """Our dispatcher's on-disk retry queue."""
+
+    max_age: float = key(to_nonneg_float, 86400.0, doc="give up on a failed dispatch after this many seconds")
+    initial_delay: float = key(to_nonneg_float, 5.0)
+    max_delay: float = key(to_nonneg_float, 600.0)
+    state_directory: str | None = key(to_nonempty_str)
+
+
+_TARGET_KEYS = {"host", "directory", "filepattern", "connection_parameters", "aliases", "publish_topic",
+                "dispatch_configs"}
+_DISPATCH_CONFIG_KEYS = {"topics", "conditions", "host", "directory", "filepattern"}
+_CONDITION_OPERATORS = ("<=", ">=", "!=", "==", "<", ">", "=", "!")
+
+
+def _check_condition_value(value: Any) -> None:
+    if isinstance(value, str) and value[:1] in "<>=!":
+        for operator in _CONDITION_OPERATORS:
+            if value.startswith(operator):
+                rest = value[len(operator):].strip()
+                try:
+                    float(rest)
+                except ValueError:
+                    raise Invalid(f"expected a numeric comparison such as '<30', got {value!r}") from None
+                return
+
+
+def _check_conditions(target: str, index: int, conditions: Any, report: _Report) -> tuple[Mapping, ...] | None:
+    where = f"{target}.dispatch_configs[{index}]"
+    if conditions is None:
+        return ()
+    if isinstance(conditions, Mapping):
+        conditions = [conditions]
+    if not isinstance(conditions, list):
+        report.error(where, "conditions", "expected a list of condition mappings")
+        return None
+    out = []
+    for cond in conditions:
+        if not isinstance(cond, Mapping):
+            report.error(where, "conditions", f"expected a mapping of key: value, got {_show(cond)}")
+            return None
+        to_check = dict(cond)
+        excepted = to_check.pop("except", None)
+        if excepted is not None and not isinstance(excepted, Mapping):
+            report.error(where, "conditions.except", "expected a mapping of key: value")
+            return None
+        for cond_key, value in list(to_check.items()) + list((excepted or {}).items()):
+            for item in value if isinstance(value, list) else [value]:
+                try:
+                    _check_condition_value(item)
+                except Invalid as exc:
+                    report.error(where, f"conditions.{cond_key}", str(exc))
+                    return None
+        out.append(_freeze(dict(cond)))
+    return tuple(out)
+
+
+def _dispatch_target(name: str, raw: Any, report: _Report) -> DispatchTarget | None:
+    if not isinstance(raw, Mapping):
+        report.error(name, None, f"expected a target mapping (host, directory, dispatch_configs...), got {_show(raw)}")
+        return None
+    for unknown_key in set(raw) - _TARGET_KEYS:
+        report.warn(name, unknown_key, "unknown key for a dispatcher target, ignored")
+    ok = True
+    values: dict[str, Any] = {"name": name}
+    for text_key in ("host", "directory", "filepattern", "publish_topic"):
+        if text_key in raw and raw[text_key] is not None:
+            try:
+                values[text_key] = to_template(raw[text_key]) if text_key != "host" or raw[text_key] else ""
+            except Invalid as exc:
+                report.error(name, text_key, f"{exc}, got {_show(raw[text_key])}")
+                ok = False
+    params = raw.get("connection_parameters")
+    if params is not None and not isinstance(params, Mapping):
+        report.error(name, "connection_parameters", "expected a mapping")
+        ok = False
+    aliases = raw.get("aliases")
+    if aliases is not None and not isinstance(aliases, (Mapping, list)):
+        report.error(name, "aliases", "expected a mapping {field: {value: alias}} or a list of such mappings")
+        ok = False
+    configs = raw.get("dispatch_configs")
+    if not isinstance(configs, list) or not configs:
+        report.error(name, "dispatch_configs", "missing required key (a list of {topics: [...], conditions: ...})")
+        return None
+    dispatch_configs = []
+    for index, item in enumerate(configs):
+        where = f"{name}.dispatch_configs[{index}]"
+        if not isinstance(item, Mapping):
+            report.error(where, None, "expected a mapping with topics")
+            ok = False
+            continue
+        for unknown_key in set(item) - _DISPATCH_CONFIG_KEYS:
+            report.warn(where, unknown_key, "unknown key in dispatch_configs, ignored")
+        topics = item.get("topics")
+        if isinstance(topics, str):
+            topics = [topics]
+        if not isinstance(topics, list) or not topics or not all(isinstance(t, str) and t for t in topics):
+            report.error(where, "topics", f"expected a list of topic prefixes, got {_show(topics)}")
+            ok = False
+            continue
+        conditions = _check_conditions(name, index, item.get("conditions"), report)
+        if conditions is None:
+            ok = False
+            continue
+        overrides = {}
+        for text_key in ("host", "directory", "filepattern"):
+            if item.get(text_key) is not None:
+                try:
+                    overrides[text_key] = to_template(item[text_key]) if item[text_key] else ""
+                except Invalid as exc:
+                    report.error(where, text_key, f"{exc}, got {_show(item[text_key])}")
+                    ok = False
+        dispatch_configs.append(DispatchConfig(topics=tuple(topics), conditions=conditions, **overrides))
+    if not ok:
+        return None
+    if not values.get("host") and not any(dc.host for dc in dispatch_configs):
+        values["host"] = ""
+    return DispatchTarget(connection_parameters=_freeze(dict(params or {})), aliases=_freeze(aliases),
+                          dispatch_configs=tuple(dispatch_configs), **values)
+
+
+def _subscriber_settings(raw: Any, report: _Report) -> SubscriberSettings:
+    section = "posttroll_subscriber"
+    if raw is None:
+        return SubscriberSettings()
+    if not isinstance(raw, Mapping):
+        report.error(section, None, "expected a mapping")
+        return SubscriberSettings()
+    for unknown_key in set(raw) - {"subscribe_addresses", "nameserver", "subscribe_services"}:
+        report.warn(section, unknown_key, "unknown key, ignored")
+    values: dict[str, Any] = {}
+    try:
+        if "subscribe_addresses" in raw:
+            values["subscribe_addresses"] = to_list(raw["subscribe_addresses"] or [])
+    except Invalid as exc:
+        report.error(section, "subscribe_addresses", f"{exc}")
+    if "nameserver" in raw:
+        try:
+            values["nameserver"] = to_nameserver(raw["nameserver"])
+        except Invalid as exc:
+            report.error(section, "nameserver", f"{exc}, got {_show(raw['nameserver'])}")
+    if raw.get("subscribe_services"):
+        try:
+            values["subscribe_services"] = to_list(raw["subscribe_services"])
+        except Invalid as exc:
+            report.error(section, "subscribe_services", str(exc))
+    return SubscriberSettings(**values)
+
+
+def _load_dispatcher(path: str, report: _Report) -> Config:
+    data = _load_structured(path, report)
+    if data is None:
+        return _finish(path, "dispatcher", report)
+    if not isinstance(data, Mapping):
+        report.error(None, None, "expected a mapping of target names at the top level")
+        return _finish(path, "dispatcher", report)
+    data = dict(data)
+    subscriber = _subscriber_settings(data.pop("posttroll_subscriber", None), report)
+    retry_raw = data.pop("retry", None)
+    retry = RetrySettings()
+    if retry_raw is not None:
+        if not isinstance(retry_raw, Mapping):
+            report.error("retry", None, "expected a mapping (max_age, initial_delay, max_delay, state_directory)")
+        else:
+            for unknown_key in set(retry_raw) - _known_keys(RetrySettings):
+                report.warn("retry", unknown_key, "unknown key, ignored")
+            values = _convert_fields(RetrySettings, "retry",
+                                     {k: v for k, v in retry_raw.items() if k in _known_keys(RetrySettings)}, report)
+            retry = RetrySettings(**(values or {}))
+    daemon = _daemon_settings(data.pop(DAEMON_SECTION, None), report)
+    targets = []
+    for name, raw in data.items():
+        target = _dispatch_target(str(name), raw, report)
+        if target is not None:
+            targets.append(target)
+    if not data:
+        report.error(None, None, "no targets: a dispatcher config needs at least one target")
+    return _finish(path, "dispatcher", report, chains=tuple(targets), daemon=daemon,
+                   extra=MappingProxyType({"subscriber": subscriber, "retry": retry}))
+
+
+@dataclass(frozen=True)
+class S3DownloaderSettings:
+    """The s3downloader YAML (original keys; dashes as the original spells them)."""
+
+    name: str = "s3downloader"
+    bucket: str = key(to_nonempty_str, required=True, doc="bucket to download from")
+    download_destination: str = key(to_nonempty_str, ".", doc="local directory")
+    subscribe_topic: tuple[str, ...] = key(to_list, (), doc="topics of new-object announcements")
+    publish_topic: str | None = key(to_nonempty_str, doc="subject of republished messages")
+    s3_kwargs: Mapping[str, Any] = key(lambda v: v, EMPTY_MAPPING, doc="s3fs.S3FileSystem arguments")
+    services: tuple[str, ...] = key(to_list, ())
+    subscriber_addresses: tuple[str, ...] = key(to_comma_list, ())
+    nameserver: str | bool | None = key(to_nameserver)
+    publish_port: int = key(to_port, 0)
+    nameservers: tuple[str, ...] | bool | None = key(to_nameservers)
+    logging: Mapping[str, Any] = key(lambda v: v, EMPTY_MAPPING)
+    checksum: str = key(to_checksum, "xxh3_128")
+
+
+def _load_s3downloader(path: str, report: _Report) -> Config:
+    data = _load_structured(path, report)
+    if data is None:
+        return _finish(path, "s3downloader", report)
+    if not isinstance(data, Mapping):
+        report.error(None, None, "expected a mapping at the top level")
+        return _finish(path, "s3downloader", report)
+    raw = {str(k).replace("-", "_"): v for k, v in data.items()}
+    daemon = _daemon_settings(raw.pop(DAEMON_SECTION, None), report)
+    known = _known_keys(S3DownloaderSettings)
+    for unknown_key in set(raw) - known:
+        report.warn(None, unknown_key, "unknown key for an s3downloader config, ignored")
+    for mapping_key in ("s3_kwargs", "logging"):
+        if mapping_key in raw and not isinstance(raw[mapping_key], Mapping):
+            report.error(None, mapping_key.replace("_", "-") if mapping_key == "logging" else mapping_key,
+                         f"expected a mapping, got {_show(raw[mapping_key])}")
+            raw.pop(mapping_key)
+    values = _convert_fields(S3DownloaderSettings, None, {k: v for k, v in raw.items() if k in known}, report)
+    chains: tuple[Any, ...] = ()
+    if values is not None and not report.errors:
+        for mapping_key in ("s3_kwargs", "logging"):
+            if mapping_key in values:
+                values[mapping_key] = _freeze(dict(values[mapping_key]))
+        chains = (S3DownloaderSettings(**values),)
+    return _finish(path, "s3downloader", report, chains=chains, daemon=daemon)
+
+
+# --------------------------------------------------------------------------------------------------
+# Public entry points
+# --------------------------------------------------------------------------------------------------
+
+def guess_kind(path: str) -> str:
+    """Guess which daemon a config file is for, from its content (check-config without --kind)."""
+    report = _Report(path)
+    if is_yaml(path) or (is_toml(path) and _toml_is_yaml_kind(path)):
+        data = _load_structured(path, report)
+        if isinstance(data, Mapping):
+            keys = {str(k).replace("-", "_") for k in data}
+            if keys & {"bucket", "download_destination", "subscribe_topic", "s3_kwargs"}:
+                return "s3downloader"
+        return "dispatcher"
+    parsed = _ini_like(path, report)
+    if not parsed:
+        return "server"
+    sections, _ = parsed
+    keys = set().union(*(set(s) for n, s in sections.items() if n != DAEMON_SECTION)) if sections else set()
+    if "destinations" in keys:
+        return "move_it"
+    if "providers" in keys and keys & {"origin", "request_port", "client_topic"}:
+        return "mirror"
+    if "providers" in keys:
+        return "client"
+    return "server"
+
+
+def _toml_is_yaml_kind(path: str) -> bool:
+    report = _Report(path)
+    data = _load_structured(path, report)
+    if not isinstance(data, Mapping):
+        return False
+    if {"posttroll_subscriber", "bucket", "download_destination", "subscribe-topic"} & set(data):
+        return True
+    return any(isinstance(v, Mapping) and "dispatch_configs" in v for v in data.values())
+
+
+def load(path: str | os.PathLike, kind: str | None = None) -> Config:
+    """Load and validate a config file; never raises for content problems (see ``Config.errors``).
+
+    Raises ConfigError only when the file cannot be read at all.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ConfigError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise ConfigError(f"{path}: is a directory, expected a config file")
+    if not os.access(path, os.R_OK):
+        raise ConfigError(f"{path}: permission denied")
+    kind = kind or guess_kind(path)
+    if kind not in KINDS:
+        raise ConfigError(f"unknown config kind {kind!r}, expected one of {', '.join(KINDS)}")
+    report = _Report(path)
+    try:
+        if kind in CHAIN_CLASSES:
+            return _load_chains(path, kind, report)
+        if kind == "dispatcher":
+            return _load_dispatcher(path, report)
+        return _load_s3downloader(path, report)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+
+
+def load_strict(path: str | os.PathLike, kind: str | None = None) -> Config:
+    """Load a config and raise ConfigError listing every error, if there is any."""
+    config = load(path, kind)
+    if config.errors:
+        raise ConfigError(list(config.errors))
+    return config
+
+
+def describe_keys(kind: str) -> list[tuple[str, str, Any, str]]:
+    """(key, required/optional, default, doc) for every key of a kind: for --help texts and docs."""
+    cls = CHAIN_CLASSES.get(kind) or {"s3downloader": S3DownloaderSettings}.get(kind)
+    if cls is None:
+        return []
+    rows = []
+    for fld in dataclasses.fields(cls):
+        if fld.name == "name":
+            continue
+        rows.append((fld.name, "required" if fld.metadata.get("required") else "optional", fld.default,
+                     fld.metadata.get("doc", "")))
+    return rows

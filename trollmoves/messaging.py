@@ -1,0 +1,547 @@
+"""Messaging: the only module of trollmoves that imports posttroll.
+
+Messages are encoded and decoded with posttroll's own ``Message`` (the wire format
+is posttroll's, byte for byte); this module absorbs posttroll's pitfalls
+(see ``shared/docs/posttroll-trollsift.md``):
+
+* the subscriber loop drains every waiting message per poll and never sleeps
+  (posttroll's sleeps ~80 µs per message, capping it near 8k msg/s);
+* high-water marks are set deliberately (zmq's default of 1000 drops bursts), and
+  messages a publisher could not queue are counted, not silently lost;
+* a malformed message is counted and skipped, it never ends a receive loop;
+* ``uid`` and ``uri`` stay strings (posttroll turns ISO-like strings into datetimes);
+* no module-level state: every socket belongs to an object that a test can create
+  twice in one process and close.
+
+Multicast is never required: publishers register with listed nameservers (or with
+none), subscribers connect to direct addresses or look services up by name.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import zmq
+from posttroll import config as posttroll_config
+from posttroll.backends.zmq import get_context
+from posttroll.backends.zmq.socket import close_socket, set_up_client_socket, set_up_server_socket
+from posttroll.message import Message, MessageError
+from posttroll.message_broadcaster import sendaddressservice
+from posttroll.publisher import get_own_ip
+from posttroll.subscriber import Subscriber as _PosttrollSubscriber
+
+from trollmoves.errors import MessageDecodeError, RequestError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SNDHWM = 100_000
+DEFAULT_RCVHWM = 100_000
+HEARTBEAT_INTERVAL = 30
+_STRING_KEYS = ("uid", "uri")
+
+__all__ = [
+    "Message", "MessageError", "MessageDecodeError", "Publisher", "Subscriber", "RequestServer",
+    "Requester", "decode", "encode", "make_message", "lookup_addresses", "magickfy_topics",
+    "heartbeat_subject", "own_ip", "NameServerThread",
+]
+
+
+# --------------------------------------------------------------------------------------------------
+# Codec
+# --------------------------------------------------------------------------------------------------
+
+def make_message(subject: str, atype: str, data: Any = "") -> Message:
+    """A posttroll Message; raises MessageDecodeError for data posttroll refuses."""
+    try:
+        return Message(subject, atype, data)
+    except MessageError as exc:
+        raise MessageDecodeError(f"cannot build a {atype!r} message on {subject!r}: {exc}") from None
+
+
+def encode(subject: str, atype: str, data: Any = "") -> str:
+    """Wire string of a message, exactly as posttroll encodes it."""
+    return make_message(subject, atype, data).encode()
+
+
+def decode(raw: str | bytes) -> Message:
+    """Decode a wire string with posttroll, keeping ``uid``/``uri`` values as the strings sent.
+
+    Every posttroll failure (MessageError, and the ValueError/IndexError it lets
+    escape for a bad time or a missing payload) becomes MessageDecodeError.
+    """
+    try:
+        msg = Message.decode(raw)
+    except (MessageError, ValueError, IndexError, TypeError, UnicodeError) as exc:
+        text = raw[:120] if isinstance(raw, str) else repr(raw[:120])
+        raise MessageDecodeError(f"malformed message ({exc.__class__.__name__}: {str(exc)[:120]}): {text}") from None
+    if msg.type in ("file", "dataset", "collection", "push", "ack") and isinstance(msg.data, dict) \
+            and _has_datetime_id(msg.data):
+        _restore_id_strings(msg, raw)
+    return msg
+
+
+def _has_datetime_id(data: Any) -> bool:
+    if isinstance(data, dict):
+        for name, value in data.items():
+            if name in _STRING_KEYS and not isinstance(value, str):
+                return True
+            if isinstance(value, (dict, list)) and _has_datetime_id(value):
+                return True
+    elif isinstance(data, list):
+        return any(_has_datetime_id(item) for item in data)
+    return False
+
+
+def _restore_id_strings(msg: Message, raw: str | bytes) -> None:
+    """Put back the original strings of uid/uri that posttroll's decoder turned into datetimes."""
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    payload = text.split("application/json", 1)[-1].strip()
+    try:
+        plain = json.loads(payload)
+    except ValueError:
+        return
+
+    def restore(decoded: Any, original: Any) -> None:
+        if isinstance(decoded, dict) and isinstance(original, dict):
+            for name, value in decoded.items():
+                if name in _STRING_KEYS and isinstance(original.get(name), str):
+                    decoded[name] = original[name]
+                elif isinstance(value, (dict, list)):
+                    restore(value, original.get(name))
+        elif isinstance(decoded, list) and isinstance(original, list):
+            for dec, orig in zip(decoded, original):
+                restore(dec, orig)
+
+    restore(msg.data, plain)
+
+
+def magickfy_topics(topics: str | Iterable[str]) -> list[str]:
+    """zmq subscription prefixes for posttroll topics (``/a/b`` -> ``pytroll://a/b``)."""
+    return _PosttrollSubscriber._magickfy_topics(list([topics] if isinstance(topics, str) else topics))
+
+
+def heartbeat_subject(name: str) -> str:
+    return f"/heartbeat/{name}"
+
+
+def own_ip() -> str:
+    """This host's outward address, as posttroll computes it."""
+    return str(get_own_ip())
+
+
+def _port_range() -> tuple[int, int]:
+    return (int(posttroll_config.get("pub_min_port", 49152)), int(posttroll_config.get("pub_max_port", 65536)))
+
+
+def _tcp(host: str, port: int | str) -> str:
+    if host.startswith("tcp://"):
+        return f"{host}:{port}"
+    return f"tcp://{host}:{port}"
+
+
+# --------------------------------------------------------------------------------------------------
+# Publisher
+# --------------------------------------------------------------------------------------------------
+
+class Publisher:
+    """A PUB socket on ``tcp://<bind_address>:<port>`` with heartbeats and optional registration.
+
+    ``nameservers``: ``False`` or empty -> no registration; a list of hosts -> register
+    ``name`` with each (posttroll's designated-receiver broadcaster, no multicast);
+    ``None`` -> posttroll's default (UDP multicast), as the original client does when
+    ``nameservers`` is unset.
+
+    ``send`` is thread-safe. Messages that cannot be queued within ``send_timeout``
+    (a subscriber ``sndhwm`` messages behind) are dropped and counted in ``dropped``.
+    """
+
+    def __init__(self, name: str, port: int = 0, bind_address: str = "*",
+                 nameservers: Sequence[str] | bool | None = False, aliases: Sequence[str] = (),
+                 advertise_address: str | None = None, sndhwm: int = DEFAULT_SNDHWM,
+                 send_timeout: float = 1.0, broadcast_interval: float = 2.0):
+        self.name = name
+        self._requested_port = int(port)
+        self.bind_address = bind_address or "*"
+        self.nameservers = nameservers
+        self.aliases = list(aliases)
+        self.advertise_address = advertise_address
+        self.sndhwm = sndhwm
+        self.send_timeout = send_timeout
+        self.broadcast_interval = broadcast_interval
+        self.port: int | None = None
+        self.sent = 0
+        self.dropped = 0
+        self._socket = None
+        self._broadcaster = None
+        self._lock = threading.Lock()
+        self._last_beat = 0.0
+
+    @property
+    def address(self) -> str:
+        host = self.advertise_address or self._default_advertise()
+        return _tcp(host, self.port)
+
+    def _default_advertise(self) -> str:
+        if self.bind_address not in ("*", "0.0.0.0", ""):
+            return self.bind_address
+        return own_ip()
+
+    def start(self) -> Publisher:
+        options = {zmq.SNDHWM: self.sndhwm, zmq.LINGER: 100, zmq.XPUB_NODROP: 1}
+        try:
+            self._socket, self.port, _ = set_up_server_socket(
+                zmq.XPUB, _tcp(self.bind_address, self._requested_port), options, _port_range())
+        except zmq.ZMQError as exc:
+            raise OSError(exc.errno, f"cannot bind publisher {self.name} on "
+                                     f"{self.bind_address}:{self._requested_port}: {exc}") from None
+        if self.nameservers is None or (self.nameservers and self.nameservers is not True):
+            nameservers = None if self.nameservers is None else list(self.nameservers)
+            self._broadcaster = sendaddressservice(self.name, self.address, [self.name] + self.aliases,
+                                                   self.broadcast_interval, nameservers)
+            self._broadcaster.start()
+        logger.info("Publisher %s listening on %s:%s", self.name, self.bind_address, self.port)
+        return self
+
+    def send(self, message: Message | str) -> bool:
+        """Queue one message; False (and counted) if it had to be dropped."""
+        raw = message if isinstance(message, str) else message.encode()
+        deadline = None
+        with self._lock:
+            if self._socket is None:
+                raise RuntimeError(f"publisher {self.name} is not started")
+            while True:
+                try:
+                    self._socket.send_string(raw, zmq.NOBLOCK)
+                    self.sent += 1
+                    self._drain_subscriptions()
+                    return True
+                except zmq.Again:
+                    now = time.monotonic()
+                    deadline = deadline or now + self.send_timeout
+                    if now >= deadline:
+                        self.dropped += 1
+                        logger.warning("Publisher %s dropped a message: a subscriber is %d messages behind",
+                                       self.name, self.sndhwm)
+                        return False
+                    self._drain_subscriptions()
+                    time.sleep(0.001)
+
+    def _drain_subscriptions(self) -> None:
+        """Read (and ignore) subscription frames an XPUB socket receives, so they never pile up."""
+        try:
+            while True:
+                self._socket.recv(zmq.NOBLOCK)
+        except zmq.Again:
+            pass
+
+    def heartbeat(self, min_interval: float = HEARTBEAT_INTERVAL) -> bool:
+        """Send ``/heartbeat/<name>`` if ``min_interval`` s passed since the last one (as posttroll)."""
+        now = time.monotonic()
+        if self._last_beat and now - self._last_beat < min_interval:
+            return False
+        self._last_beat = now
+        return self.send(make_message(heartbeat_subject(self.name), "beat", {"min_interval": min_interval}))
+
+    def stop(self) -> None:
+        if self._broadcaster is not None:
+            self._broadcaster.stop()
+            self._broadcaster = None
+        with self._lock:
+            if self._socket is not None:
+                close_socket(self._socket)
+                self._socket = None
+
+    close = stop
+
+
+# --------------------------------------------------------------------------------------------------
+# Subscriber
+# --------------------------------------------------------------------------------------------------
+
+def lookup_addresses(service: str, nameserver: str = "localhost", timeout: float = 10.0) -> list[str]:
+    """Publisher addresses (``tcp://host:port``) registered for ``service`` ("" = all) on a nameserver."""
+    from posttroll.ns import get_pub_address
+
+    try:
+        found = get_pub_address(service, timeout=timeout, nameserver=nameserver)
+    except (TimeoutError, zmq.ZMQError) as exc:
+        logger.warning("Nameserver %s did not answer for service %r: %s", nameserver, service, exc)
+        return []
+    return [entry["URI"] for entry in found or [] if isinstance(entry, dict) and "URI" in entry]
+
+
+class Subscriber:
+    """SUB sockets to publishers, drained without sleeping; use from a single thread.
+
+    ``on_malformed(exc)`` is called for every message that could not be decoded
+    (for a metric); the message is skipped.
+    """
+
+    def __init__(self, addresses: Iterable[str] = (), topics: str | Iterable[str] = "",
+                 rcvhwm: int = DEFAULT_RCVHWM,
+                 on_malformed: Callable[[MessageDecodeError], None] | None = None):
+        self.topics = magickfy_topics(topics)
+        self.rcvhwm = rcvhwm
+        self.on_malformed = on_malformed
+        self.malformed = 0
+        self._sockets: dict[str, zmq.Socket] = {}
+        self._poller = zmq.Poller()
+        for address in addresses:
+            self.add(address)
+
+    @property
+    def addresses(self) -> list[str]:
+        return list(self._sockets)
+
+    def add(self, address: str, topics: str | Iterable[str] | None = None) -> None:
+        if address in self._sockets:
+            return
+        options = {zmq.RCVHWM: self.rcvhwm, zmq.LINGER: 0}
+        sock = set_up_client_socket(zmq.SUB, address, options)
+        for topic in magickfy_topics(topics) if topics is not None else self.topics:
+            sock.setsockopt_string(zmq.SUBSCRIBE, topic)
+        self._sockets[address] = sock
+        self._poller.register(sock, zmq.POLLIN)
+        logger.debug("Subscribed to %s", address)
+
+    def remove(self, address: str) -> None:
+        sock = self._sockets.pop(address, None)
+        if sock is not None:
+            self._poller.unregister(sock)
+            close_socket(sock)
+
+    def reconnect(self, address: str) -> None:
+        """Drop and recreate the socket of one publisher (resubscribe after silence)."""
+        self.remove(address)
+        self.add(address)
+
+    def recv(self, timeout: float | None = 1.0) -> list[tuple[str, Message]]:
+        """Wait up to ``timeout`` s, then return every waiting (address, message), decoded."""
+        if not self._sockets:
+            time.sleep(timeout or 0)
+            return []
+        ready = dict(self._poller.poll(None if timeout is None else int(timeout * 1000)))
+        received: list[tuple[str, Message]] = []
+        for address, sock in list(self._sockets.items()):
+            if sock not in ready:
+                continue
+            while True:
+                try:
+                    raw = sock.recv(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                try:
+                    received.append((address, decode(raw)))
+                except MessageDecodeError as exc:
+                    self.malformed += 1
+                    logger.warning("Skipping a malformed message from %s: %s", address, exc)
+                    if self.on_malformed is not None:
+                        self.on_malformed(exc)
+        return received
+
+    def close(self) -> None:
+        for address in list(self._sockets):
+            self.remove(address)
+
+
+# --------------------------------------------------------------------------------------------------
+# Requests: ROUTER server, DEALER requester (REQ-compatible envelope)
+# --------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Request:
+    """One request received by a RequestServer; reply with ``server.reply(request, message)``."""
+
+    identity: bytes
+    raw: bytes
+    message: Message | None
+    error: MessageDecodeError | None = None
+
+
+class RequestServer:
+    """A ROUTER socket answering REQ (and DEALER) clients, as the original's request port.
+
+    ``poll`` runs in the thread that owns the socket; ``reply`` may be called from any
+    thread (worker pools): replies are queued and a pipe wakes the owner's poll.
+    """
+
+    def __init__(self, port: int, bind_address: str = "*", rcvhwm: int = 10_000):
+        self.requested_port = port
+        self.bind_address = bind_address or "*"
+        self.rcvhwm = rcvhwm
+        self.port: int | None = None
+        self._socket = None
+        self._replies: queue.SimpleQueue = queue.SimpleQueue()
+        self._wake_r, self._wake_w = -1, -1
+        self._poller = zmq.Poller()
+        self._owner: int | None = None
+
+    def start(self) -> RequestServer:
+        options = {zmq.RCVHWM: self.rcvhwm, zmq.LINGER: 100, zmq.ROUTER_MANDATORY: 0}
+        try:
+            self._socket, self.port, _ = set_up_server_socket(
+                zmq.ROUTER, _tcp(self.bind_address, self.requested_port), options, _port_range())
+        except zmq.ZMQError as exc:
+            raise OSError(exc.errno, f"cannot bind request port {self.bind_address}:{self.requested_port}: "
+                                     f"{exc}") from None
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._poller.register(self._socket, zmq.POLLIN)
+        self._poller.register(self._wake_r, zmq.POLLIN)
+        return self
+
+    def poll(self, timeout: float = 1.0) -> list[Request]:
+        """Send queued replies, wait up to ``timeout`` s, return the requests received."""
+        self._owner = threading.get_ident()
+        self._flush_replies()
+        events = dict(self._poller.poll(int(timeout * 1000)))
+        if self._wake_r in events:
+            try:
+                while os.read(self._wake_r, 4096):
+                    pass
+            except BlockingIOError:
+                pass
+            self._flush_replies()
+        requests: list[Request] = []
+        if self._socket in events:
+            while True:
+                try:
+                    frames = self._socket.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                requests.append(self._parse(frames))
+        return requests
+
+    @staticmethod
+    def _parse(frames: list[bytes]) -> Request:
+        identity = frames[0]
+        if len(frames) != 3 or frames[1] != b"":
+            err = MessageDecodeError(f"invalid request: {len(frames)} frames, expected identity, empty, payload")
+            return Request(identity, b"", None, err)
+        try:
+            return Request(identity, frames[2], decode(frames[2]))
+        except MessageDecodeError as exc:
+            return Request(identity, frames[2], None, exc)
+
+    def reply(self, request: Request | bytes, message: Message | str) -> None:
+        identity = request.identity if isinstance(request, Request) else request
+        raw = message if isinstance(message, str) else message.encode()
+        self._replies.put((identity, raw.encode("utf-8")))
+        if threading.get_ident() == self._owner:
+            self._flush_replies()
+        elif self._wake_w >= 0:
+            try:
+                os.write(self._wake_w, b"x")
+            except (BlockingIOError, OSError):
+                pass
+
+    def _flush_replies(self) -> None:
+        while True:
+            try:
+                identity, raw = self._replies.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                self._socket.send_multipart([identity, b"", raw], zmq.NOBLOCK)
+            except zmq.ZMQError as exc:
+                logger.warning("Could not send a reply on port %s: %s", self.port, exc)
+
+    def close(self) -> None:
+        if self._socket is not None:
+            self._flush_replies()
+            self._poller.unregister(self._socket)
+            close_socket(self._socket)
+            self._socket = None
+        for fd in (self._wake_r, self._wake_w):
+            if fd >= 0:
+                os.close(fd)
+        self._wake_r = self._wake_w = -1
+
+
+class Requester:
+    """Send one request to a server's request port and wait for its reply.
+
+    Uses a DEALER socket with the REQ envelope, so it talks to the original
+    server's ROUTER as a REQ socket would. A request is resent on the same socket
+    after ``resend_after`` s (our server answers duplicates of an in-flight push
+    without starting a second transfer); the first reply wins. A fresh socket per
+    request means a late reply can never be taken for the answer to another one.
+    """
+
+    def __init__(self, address: str):
+        self.address = address if address.startswith("tcp://") else f"tcp://{address}"
+
+    def request(self, message: Message, timeout: float, resend_after: float | None = None) -> Message:
+        raw = message.encode().encode("utf-8")
+        sock = set_up_client_socket(zmq.DEALER, self.address, {zmq.LINGER: 0})
+        try:
+            sock.send_multipart([b"", raw])
+            deadline = time.monotonic() + timeout
+            next_resend = time.monotonic() + resend_after if resend_after else None
+            while True:
+                now = time.monotonic()
+                if now >= deadline:
+                    raise RequestError(f"no reply from {self.address} within {timeout:g} s "
+                                       f"to a {message.type!r} request")
+                wait = deadline - now
+                if next_resend is not None:
+                    wait = min(wait, max(0.0, next_resend - now))
+                if sock.poll(int(wait * 1000) + 1, zmq.POLLIN):
+                    frames = sock.recv_multipart()
+                    payload = frames[-1]
+                    try:
+                        return decode(payload)
+                    except MessageDecodeError as exc:
+                        raise RequestError(f"malformed reply from {self.address}: {exc}") from None
+                if next_resend is not None and time.monotonic() >= next_resend:
+                    sock.send_multipart([b"", raw])
+                    next_resend = time.monotonic() + resend_after
+        finally:
+            close_socket(sock)
+
+
+# --------------------------------------------------------------------------------------------------
+# An in-process nameserver (for `trollmoves demo`; tests use the real `nameserver` process)
+# --------------------------------------------------------------------------------------------------
+
+class NameServerThread:
+    """posttroll's own NameServer, without multicast, in a thread we can stop."""
+
+    def __init__(self, bind_address: str = "127.0.0.1"):
+        from posttroll.ns import NameServer
+
+        self._ns = NameServer(multicast_enabled=False)
+        self._bind_address = bind_address
+        self._thread = threading.Thread(target=self._run, name="nameserver", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self._ns.run(nameserver_address=self._bind_address)
+        except Exception:  # pragma: no cover - logged for the operator
+            logger.exception("Nameserver stopped with an error")
+
+    def start(self) -> NameServerThread:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._ns.stop()
+        self._thread.join(timeout)
+
+
+def context_term_on_exit() -> None:  # pragma: no cover - used by the program layer only
+    """Terminate posttroll's zmq context (sockets must be closed first)."""
+    get_context().term()
+
+
+def configured_message_version() -> str | None:
+    return posttroll_config.get("message_version", None)
