@@ -1,0 +1,828 @@
+"""The server (move_it_server.py): watch directories, announce files, push them on request.
+
+Per chain (INI section): a watcher reports new files; the announcer matches each
+against the chain's ``origin`` pattern and publishes a ``file`` message exactly as
+trollmoves 0.19 does (plus ``checksum``, ``size`` and ``mtime``); the request port
+answers ``push``, ``ack``, ``info`` and ``ping`` with the original reply types.
+
+What we fix (reference §7): a push is served only for a file this server
+announced, whose real path lies under the chain's origin directory and which
+matches the full pattern (the original compared base names only); requests are
+answered at once (no 100 ms sleep); a push already in progress for the same file
+and destination is joined, not started again, and a push that already completed
+is answered from a cache (so a resent request or a hot-spare's retry never
+transfers twice); transfers run in a bounded worker pool; two chains on one
+request port are refused at config load.
+
+Beyond the original, ``info`` requests with ``{"catch_up": {"since": <epoch>}}``
+return the recent announcements themselves, which our clients use to request the
+files announced while they were away.
+"""
+
+from __future__ import annotations
+
+import bz2
+import datetime as dt
+import heapq
+import logging
+import os
+import queue
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from trollmoves import messaging
+from trollmoves.config import Config, ServerChain, thaw
+from trollmoves.errors import MessageDecodeError, RequestError, TransferError
+from trollmoves.matching import PatternMatcher
+from trollmoves.metrics import Metrics, scheme_label
+from trollmoves.redact import clean_url, redact
+from trollmoves.watching import InotifyWatcher, PollingWatcher, is_temporary_name, scan
+
+logger = logging.getLogger(__name__)
+
+PUBLISHER_NAME = "move_it_server"
+MAX_INFO_COUNT = 2256
+HEARTBEAT_INTERVAL = 30
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """Command-line level options of a server (or mirror)."""
+
+    publish_port: int = 9010
+    publish_address: str = "*"
+    backlog: bool = True
+    backlog_delay: float = 0.0
+    polling: bool = False
+    chain_check_interval: float = 30.0
+    max_notifier_restarts: int = 10
+    workers_per_chain: int = 8
+    publisher_name: str = PUBLISHER_NAME
+
+
+# --------------------------------------------------------------------------------------------------
+# Pure helpers
+# --------------------------------------------------------------------------------------------------
+
+def file_entries(data: Any) -> list[dict]:
+    """Every dict holding a ``uri`` anywhere in message data (top level, dataset, collection)."""
+    found: list[dict] = []
+    if isinstance(data, dict):
+        if "uri" in data:
+            found.append(data)
+        for value in data.values():
+            if isinstance(value, (dict, list)):
+                found.extend(file_entries(value))
+    elif isinstance(data, list):
+        for item in data:
+            found.extend(file_entries(item))
+    return found
+
+
+def reply_type(data: dict, request_type: str) -> str:
+    """The original's reply type after a push: file, dataset or collection, else the request type."""
+    if "uri" in data:
+        return "file"
+    if "dataset" in data:
+        return "dataset"
+    if "collection" in data:
+        return "collection"
+    return request_type
+
+
+def clean_destination(data: dict) -> dict:
+    """A copy of request data with the destination stripped of credentials (scheme + host + path)."""
+    reply = dict(data)
+    if "destination" in reply and isinstance(reply["destination"], str):
+        reply["destination"] = clean_url(reply["destination"])
+    return reply
+
+
+def uptime_text(started: float) -> str:
+    return str(dt.timedelta(seconds=time.monotonic() - started))
+
+
+def within(path: str, directory: str) -> bool:
+    """Is the real path of ``path`` inside the real path of ``directory``?"""
+    real = os.path.realpath(path)
+    base = os.path.realpath(directory)
+    return real == base or real.startswith(base.rstrip(os.sep) + os.sep)
+
+
+# --------------------------------------------------------------------------------------------------
+# Deleter: removes served files after a delay
+# --------------------------------------------------------------------------------------------------
+
+class Deleter:
+    """One thread removing files at their due time (``delete``/``compression`` chains)."""
+
+    def __init__(self):
+        self._heap: list[tuple[float, str]] = []
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="deleter", daemon=True)
+
+    def start(self) -> Deleter:
+        self._thread.start()
+        return self
+
+    def schedule(self, path: str, delay: float) -> None:
+        with self._cond:
+            heapq.heappush(self._heap, (time.monotonic() + delay, path))
+            self._cond.notify()
+
+    def _run(self) -> None:
+        with self._cond:
+            while not self._stopping:
+                if not self._heap:
+                    self._cond.wait()
+                    continue
+                due, path = self._heap[0]
+                wait = due - time.monotonic()
+                if wait > 0:
+                    self._cond.wait(wait)
+                    continue
+                heapq.heappop(self._heap)
+                try:
+                    os.remove(path)
+                    logger.info("Removed %s", path)
+                except FileNotFoundError:
+                    pass
+                except OSError as exc:
+                    logger.warning("Could not remove %s: %s", path, exc.strerror)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+
+# --------------------------------------------------------------------------------------------------
+# Server-side decompression
+# --------------------------------------------------------------------------------------------------
+
+def decompress(path: str, method: str, working_directory: str | None, prog: str) -> str:
+    """Decompress ``path`` into ``working_directory``; return the new path (written atomically)."""
+    workdir = working_directory or tempfile.gettempdir()
+    os.makedirs(workdir, exist_ok=True)
+    name = os.path.basename(path)
+    if method == "bzip":
+        target = os.path.join(workdir, name[:-4] if name.endswith(".bz2") else name + ".out")
+        tmp = os.path.join(workdir, "." + os.path.basename(target) + ".tmp")
+        with bz2.open(path, "rb") as src, open(tmp, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+        os.replace(tmp, target)
+        return target
+    # xrit: the decompressor writes <name with C_ -> __> into its working directory
+    target_name = name[:-2] + "__" if name.endswith("C_") else name
+    target = os.path.join(workdir, target_name)
+    if name == target_name:
+        shutil.copy(path, target)
+        return target
+    with tempfile.TemporaryDirectory(dir=workdir, prefix=".trollmoves_") as tmpdir:
+        result = subprocess.run([prog, path], cwd=tmpdir, capture_output=True, timeout=600, check=False)
+        produced = os.path.join(tmpdir, target_name)
+        if result.returncode != 0 or not os.path.exists(produced):
+            raise OSError(f"{prog} failed on {path} (exit {result.returncode}): "
+                          f"{result.stderr.decode(errors='replace')[:200]}")
+        os.replace(produced, target)
+    return target
+
+
+# --------------------------------------------------------------------------------------------------
+# One chain
+# --------------------------------------------------------------------------------------------------
+
+@dataclass
+class Announced:
+    """What this server announced for one file: the message and when."""
+
+    path: str
+    subject: str
+    atype: str
+    data: dict
+    time: float
+    seq: int
+
+
+class ServedChain:
+    """A chain's watcher, announcer and request port."""
+
+    def __init__(self, chain: ServerChain, server: Server):
+        self.chain = chain
+        self.server = server
+        self.metrics = server.metrics
+        self.matcher = PatternMatcher(chain.origin) if chain.origin else None
+        self.recursive = bool(self.matcher) and (
+            chain.origin_inotify_base_dir_skip_levels is not None or
+            os.path.dirname(self.matcher.glob) != self.matcher.directory)
+        self.history: OrderedDict[str, Announced] = OrderedDict()
+        self.history_lock = threading.Lock()
+        self._seq = 0
+        self._last_stat: dict[str, tuple[int, int]] = {}
+        self.queue: queue.Queue[str | None] = queue.Queue(maxsize=100_000)
+        self.watcher: InotifyWatcher | PollingWatcher | None = None
+        self.consecutive_restarts = 0
+        self.request_server: messaging.RequestServer | None = None
+        self.workers = ThreadPoolExecutor(max_workers=server.options.workers_per_chain,
+                                          thread_name_prefix=f"push:{chain.name}")
+        self._inflight: dict[tuple[str, str], Future] = {}
+        self._completed: OrderedDict[tuple, tuple[str, dict]] = OrderedDict()
+        self._inflight_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.started = time.monotonic()
+        self.listener = None
+        self.last_error: str | None = None
+
+    # lifecycle ------------------------------------------------------------------------------------
+    def start(self) -> None:
+        self.metrics.init_chain(self.chain.name)
+        if self.chain.request_port:
+            self.request_server = messaging.RequestServer(self.chain.request_port,
+                                                          self.chain.request_bind_address).start()
+            self._spawn(self._serve_requests, f"requests:{self.chain.name}")
+        self._spawn(self._announce_loop, f"announce:{self.chain.name}")
+        if self.chain.listen:
+            self._spawn(self._listen_loop, f"listen:{self.chain.name}")
+        if self.matcher:
+            try:
+                self.start_watcher()
+            except OSError as exc:
+                self.last_error = str(exc)
+                logger.error("Error starting chain %s: %s (will retry)", self.chain.name, exc)
+                return
+            self.backlog()
+
+    def _spawn(self, target, name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def start_watcher(self) -> None:
+        directory = self.matcher.directory
+        if self.server.options.polling:
+            self.watcher = PollingWatcher(directory, self.enqueue, self.chain.watchdog_timeout, self.recursive)
+        else:
+            self.watcher = InotifyWatcher(directory, self.enqueue, self.recursive, on_overflow=self.rescan)
+        self.watcher.start()
+        self.last_error = None
+        logger.info("Chain %s watching %s%s", self.chain.name, directory, " (polling)" if
+                    self.server.options.polling else "")
+
+    def backlog(self) -> None:
+        """Announce the files already present (or, with the backlog off, only remember them as served)."""
+        if not self.matcher:
+            return
+        existing = [p for p in scan(self.matcher.directory, self.recursive) if self.matcher.parse(p) is not None]
+        if self.server.options.backlog:
+            if existing:
+                logger.info("Chain %s: announcing %d files already present", self.chain.name, len(existing))
+            for path in existing:
+                self.enqueue(path)
+        else:
+            for path in existing:
+                self._remember_silently(path)
+
+    def rescan(self) -> None:
+        for path in scan(self.matcher.directory, self.recursive):
+            self.enqueue(path)
+
+    def healthy(self) -> bool:
+        return self.matcher is None or (self.watcher is not None and self.watcher.is_alive())
+
+    def restart_watcher(self) -> bool:
+        if self.watcher is not None:
+            self.watcher.stop(2.0)
+            self.watcher = None
+        self.metrics.watcher_restarts.labels(self.chain.name).inc()
+        try:
+            self.start_watcher()
+        except OSError as exc:
+            self.last_error = str(exc)
+            logger.error("Chain %s: cannot restart the watcher: %s", self.chain.name, exc)
+            return False
+        self.backlog() if self.server.options.backlog else None
+        return True
+
+    def stop(self, timeout: float) -> None:
+        self._stop.set()
+        if self.watcher is not None:
+            self.watcher.stop(timeout)
+        self.queue.put(None)
+        self.workers.shutdown(wait=True, cancel_futures=False)
+        for thread in self._threads:
+            thread.join(timeout)
+        if self.request_server is not None:
+            self.request_server.close()
+
+    # announcing -----------------------------------------------------------------------------------
+    def enqueue(self, path: str) -> None:
+        try:
+            self.queue.put(path, timeout=10)
+        except queue.Full:
+            logger.error("Chain %s: announcement queue full, %s will be found by the next rescan",
+                         self.chain.name, path)
+
+    def _announce_loop(self) -> None:
+        while not self._stop.is_set():
+            path = self.queue.get()
+            if path is None:
+                return
+            try:
+                self.announce_file(path)
+            except Exception:  # noqa: BLE001 - one bad file never stops the chain
+                logger.exception("Chain %s: could not announce %s", self.chain.name, path)
+
+    def announce_file(self, path: str) -> None:
+        if is_temporary_name(path) or self.matcher is None:
+            return
+        fields = self.matcher.parse(path)
+        if fields is None:
+            logger.debug("Chain %s: %s does not match %s", self.chain.name, path, self.chain.origin)
+            return
+        try:
+            stat = os.stat(path)
+        except FileNotFoundError:
+            logger.warning("Chain %s: %s vanished before it could be announced", self.chain.name, path)
+            return
+        if stat.st_size == 0:
+            logger.debug("Chain %s: %s is empty, not announced", self.chain.name, path)
+            return
+        stamp = (stat.st_size, stat.st_mtime_ns)
+        if self._last_stat.get(path) == stamp:
+            return  # the same file reported twice (scan + event): announce once
+        self._last_stat[path] = stamp
+        if len(self._last_stat) > self.chain.announce_history * 2:
+            self._last_stat.clear()
+        served_path = path
+        if self.chain.compression:
+            try:
+                served_path = decompress(path, self.chain.compression, self.chain.working_directory,
+                                         self.chain.prog)
+            except (OSError, EOFError, subprocess.SubprocessError) as exc:
+                logger.error("Chain %s: cannot decompress %s: %s", self.chain.name, path, exc)
+                return
+            if self.chain.delete:
+                os.remove(path)
+            self.server.deleter.schedule(served_path, self.chain.remove_delay)
+            stat = os.stat(served_path)
+        data = self.message_data(served_path, fields, stat)
+        self.publish(served_path, "file", data)
+
+    def message_data(self, path: str, fields: dict, stat: os.stat_result) -> dict:
+        data: dict[str, Any] = dict(thaw(self.chain.info))
+        data.update(fields)
+        if self.chain.request_port:
+            data["uri"] = path
+            data["uid"] = os.path.basename(path)
+            data["request_address"] = self.server.request_address(self.chain)
+        else:
+            host = socket.gethostname()
+            uri = f"ssh://{host}{path}"
+            data = {"filesystem": {"cls": "fsspec.implementations.sftp.SFTPFileSystem", "args": [],
+                                   "host": host, "protocol": "ssh"}, "uri": uri, "uid": uri, **data}
+        data["size"] = stat.st_size
+        data["mtime"] = stat.st_mtime
+        checksum = self.server.checksum(path, self.chain.checksum)
+        if checksum is not None:
+            data["checksum"] = checksum
+        return data
+
+    def publish(self, path: str, atype: str, data: dict) -> None:
+        try:
+            message = messaging.make_message(self.chain.topic, atype, data)
+        except MessageDecodeError as exc:
+            logger.error("Chain %s: cannot announce %s: %s", self.chain.name, path, exc)
+            return
+        self.remember(path, atype, data)
+        if self.server.publish(message, self.chain.name):
+            self.metrics.files_announced.labels(self.chain.name).inc()
+            logger.info("Announced %s on %s", path, self.chain.topic)
+
+    def remember(self, path: str, atype: str, data: dict) -> None:
+        with self.history_lock:
+            self._seq += 1
+            self.history.pop(path, None)
+            self.history[path] = Announced(path, self.chain.topic, atype, data, time.time(), self._seq)
+            while len(self.history) > self.chain.announce_history:
+                self.history.popitem(last=False)
+
+    def _remember_silently(self, path: str) -> None:
+        """Backlog disabled: files present at start are servable, but not announced."""
+        try:
+            stat = os.stat(path)
+        except OSError:
+            return
+        if stat.st_size:
+            self.remember(path, "file", {"uri": path, "uid": os.path.basename(path)})
+
+    # listen chains --------------------------------------------------------------------------------
+    def _listen_loop(self) -> None:
+        chain = self.chain
+        addresses = list(chain.addresses)
+        if chain.nameserver not in (False, None) or not addresses:
+            nameserver = chain.nameserver if isinstance(chain.nameserver, str) else "localhost"
+            for service in chain.services or ("",):
+                addresses += messaging.lookup_addresses(service, nameserver, chain.timeout)
+        subscriber = messaging.Subscriber(addresses, list(chain.topics) or [chain.listen],
+                                          on_malformed=lambda _e: self.metrics.messages_malformed.labels(
+                                              chain.name).inc())
+        try:
+            while not self._stop.is_set():
+                for _address, message in subscriber.recv(0.5):
+                    self.relay(message)
+        finally:
+            subscriber.close()
+
+    def relay(self, message) -> None:
+        """Re-announce a message whose files are all local, with this chain's topic and request address."""
+        entries = file_entries(message.data)
+        if not entries or not all(urlsplit(str(e["uri"])).scheme in ("", "file") for e in entries):
+            logger.debug("Chain %s: not relaying a message with non-local files", self.chain.name)
+            return
+        data = dict(thaw(self.chain.info))
+        data.update(message.data)
+        if self.chain.request_port:
+            data["request_address"] = self.server.request_address(self.chain)
+        for entry in entries:
+            path = urlsplit(str(entry["uri"])).path
+            self.remember(path, message.type, data)
+        msg = messaging.make_message(self.chain.topic, message.type, data)
+        if self.server.publish(msg, self.chain.name):
+            self.metrics.files_announced.labels(self.chain.name).inc(len(entries))
+
+    # requests -------------------------------------------------------------------------------------
+    def _serve_requests(self) -> None:
+        server = self.request_server
+        while not self._stop.is_set():
+            try:
+                requests = server.poll(0.5)
+            except Exception:  # noqa: BLE001
+                logger.exception("Chain %s: request port error", self.chain.name)
+                continue
+            for request in requests:
+                self.dispatch(request)
+
+    def dispatch(self, request: messaging.Request) -> None:
+        name = self.chain.name
+        if request.message is None:
+            self.metrics.requests_refused.labels(name, "malformed").inc()
+            self.metrics.requests.labels(name, "unknown").inc()
+            logger.warning("Chain %s: malformed request: %s", name, request.error)
+            if request.raw == b"":
+                self.request_server.reply(request, messaging.make_message("error", "unknown"))
+            else:
+                self.request_server.reply(request, messaging.make_message(
+                    "/error", "err", f"malformed request: {str(request.error)[:200]}"))
+            return
+        message = request.message
+        atype = message.type if message.type in ("push", "ack", "info", "ping") else "unknown"
+        self.metrics.requests.labels(name, atype).inc()
+        logger.debug("Chain %s: %s request on %s", name, message.type, message.subject)
+        if atype == "push":
+            self.workers.submit(self._push_and_reply, request)
+            return
+        try:
+            if atype == "ping":
+                reply = messaging.make_message(message.subject, "pong", {"station": self.chain.station})
+            elif atype == "info":
+                reply = self.info(message)
+            elif atype == "ack":
+                reply = self.ack(message)
+            else:
+                reply = messaging.make_message(message.subject, "unknown")
+        except Exception as exc:  # noqa: BLE001 - a handler error is an `error` reply, not a crash
+            logger.exception("Chain %s: error handling a %s request", name, message.type)
+            reply = messaging.make_message(message.subject, "error", redact(exc)[:300] or "error")
+        self.request_server.reply(request, reply)
+
+    def info(self, message) -> messaging.Message:
+        data = message.data if isinstance(message.data, dict) else {}
+        try:
+            max_count = min(int(data.get("max_count", MAX_INFO_COUNT)), MAX_INFO_COUNT)
+        except (TypeError, ValueError):
+            max_count = MAX_INFO_COUNT
+        with self.history_lock:
+            recent = list(reversed(self.history.values()))
+        files = [f"{a.subject}/{a.data.get('uid', os.path.basename(a.path))}" for a in recent
+                 if f"{a.subject}/".startswith(message.subject) or a.subject.startswith(message.subject)]
+        reply: dict[str, Any] = {"files": files[:max_count], "max_count": max_count,
+                                 "uptime": uptime_text(self.started)}
+        catch_up = data.get("catch_up")
+        if isinstance(catch_up, dict):
+            since = catch_up.get("since", 0)
+            since = since.timestamp() if isinstance(since, dt.datetime) else float(since or 0)
+            limit = min(int(catch_up.get("max_count", 10_000)), 10_000)
+            missed = [a for a in reversed(recent) if a.time > since and a.data.get("request_address")]
+            reply["announcements"] = [{"subject": a.subject, "type": a.atype, "data": a.data, "time": a.time}
+                                      for a in missed[-limit:]]
+        return messaging.make_message(message.subject, "info", reply)
+
+    def ack(self, message) -> messaging.Message:
+        data = message.data
+        if not isinstance(data, dict) or not data:
+            return messaging.make_message(message.subject, "error")
+        for entry in file_entries(data):
+            path = urlsplit(str(entry["uri"])).path
+            refusal = self.refusal(path)
+            if refusal:
+                return self._refuse(message, path, refusal)
+            if self.chain.delete or self.chain.compression:
+                self.server.deleter.schedule(path, self.chain.remove_delay)
+        return messaging.make_message(message.subject, "ack", clean_destination(data))
+
+    def refusal(self, path: str) -> str | None:
+        """Why this server must not serve ``path`` (None: it may)."""
+        with self.history_lock:
+            announced = path in self.history
+        if not announced:
+            return "not_announced"
+        if self.matcher is not None and not self.chain.compression:
+            if not within(path, self.matcher.directory):
+                return "outside_origin"
+            if self.matcher.parse(os.path.realpath(path)) is None and self.matcher.parse(path) is None:
+                return "pattern_mismatch"
+        elif self.chain.compression:
+            workdir = self.chain.working_directory or tempfile.gettempdir()
+            if not within(path, workdir):
+                return "outside_origin"
+        return None
+
+    def _refuse(self, message, path: str, reason: str) -> messaging.Message:
+        self.metrics.requests_refused.labels(self.chain.name, reason).inc()
+        logger.warning("Chain %s: refused a %s request for %s (%s)", self.chain.name, message.type, path,
+                       reason.replace("_", " "))
+        return messaging.make_message(message.subject, "err", f"{path} not reachable")
+
+    def _push_and_reply(self, request: messaging.Request) -> None:
+        try:
+            reply = self.push(request.message)
+        except Exception as exc:  # noqa: BLE001
+            logger.exception("Chain %s: error serving a push", self.chain.name)
+            reply = messaging.make_message(request.message.subject, "err", redact(exc)[:300] or "error")
+        self.request_server.reply(request, reply)
+
+    def push(self, message) -> messaging.Message:
+        data = message.data
+        if not isinstance(data, dict):
+            return messaging.make_message(message.subject, "err", "push request without data")
+        entries = file_entries(data)
+        if not entries:
+            return messaging.make_message(message.subject, "err", "push request without any uri")
+        destination = data.get("destination")
+        if not isinstance(destination, str) or not destination:
+            return messaging.make_message(message.subject, "err", "push request without destination")
+        if self.chain.allowed_destinations and not any(
+                clean_url(destination).startswith(prefix) or destination.startswith(prefix)
+                for prefix in self.chain.allowed_destinations):
+            self.metrics.requests_refused.labels(self.chain.name, "destination_not_allowed").inc()
+            logger.warning("Chain %s: refused a push to %s (not in allowed_destinations)", self.chain.name,
+                           clean_url(destination))
+            return messaging.make_message(message.subject, "err",
+                                          f"destination {clean_url(destination)} not allowed")
+        paths = []
+        for entry in entries:
+            path = urlsplit(str(entry["uri"])).path
+            refusal = self.refusal(path)
+            if refusal:
+                return self._refuse(message, path, refusal)
+            paths.append((path, entry))
+        for path, entry in paths:
+            error = self._transfer_once(path, destination, entry.get("path"), data.get("backup_targets"))
+            if error:
+                return messaging.make_message(message.subject, "err", error)
+        return messaging.make_message(message.subject, reply_type(data, message.type), clean_destination(data))
+
+    def _transfer_once(self, path: str, destination: str, rel_path: str | None,
+                       backup_targets: list | None) -> str | None:
+        """Transfer one file unless the same transfer is running (join it) or already done (reuse it)."""
+        try:
+            stat = os.stat(path)
+        except OSError as exc:
+            return f"[Errno {exc.errno}] {exc.strerror}: '{path}'"
+        done_key = (path, stat.st_size, stat.st_mtime_ns, destination, rel_path)
+        with self._inflight_lock:
+            if done_key in self._completed:
+                logger.info("Chain %s: %s already pushed to %s, not transferring again", self.chain.name, path,
+                            clean_url(destination))
+                return None
+            future = self._inflight.get((path, destination))
+            owner = future is None
+            if owner:
+                future = Future()
+                self._inflight[(path, destination)] = future
+        if not owner:
+            logger.info("Chain %s: joining the push of %s in progress", self.chain.name, path)
+            return future.result()
+        error = None
+        try:
+            error = self._transfer(path, destination, rel_path, backup_targets)
+        finally:
+            with self._inflight_lock:
+                del self._inflight[(path, destination)]
+                if error is None:
+                    self._completed[done_key] = (path, {})
+                    while len(self._completed) > 10_000:
+                        self._completed.popitem(last=False)
+            future.set_result(error)
+        return error
+
+    def _transfer(self, path: str, destination: str, rel_path: str | None, backup_targets: list | None) -> str | None:
+        scheme = scheme_label(urlsplit(destination).scheme)
+        name = self.chain.name
+        self.metrics.transfers_started.labels(name, scheme).inc()
+        attrs = dict(thaw(self.chain.connection_parameters))
+        attrs.setdefault("checksum", self.chain.checksum)
+        try:
+            result = self.server.transfers.transfer(path, destination, attrs, rel_path=rel_path,
+                                                    backup_targets=list(backup_targets or []) or None)
+        except TransferError as exc:
+            reason = "permanent" if exc.__class__.__name__.startswith("Permanent") else "transient"
+            self.metrics.transfers_failed.labels(name, scheme, reason).inc()
+            logger.error("Chain %s: push of %s to %s failed: %s", name, path, clean_url(destination), redact(exc))
+            return redact(exc)
+        except (OSError, ValueError, KeyError) as exc:
+            self.metrics.transfers_failed.labels(name, scheme, "error").inc()
+            logger.error("Chain %s: push of %s to %s failed: %s", name, path, clean_url(destination), redact(exc))
+            return redact(exc)
+        self.metrics.transfers_succeeded.labels(name, scheme).inc()
+        self.metrics.transferred_bytes.labels(name, scheme).inc(result.size)
+        self.metrics.transfer_duration.labels(name, scheme).observe(result.duration)
+        self.metrics.last_transfer.labels(name).set(time.time())
+        logger.info("Chain %s: pushed %s to %s (%d bytes, %.3f s)", name, path, result.destination, result.size,
+                    result.duration)
+        if self.chain.delete or self.chain.compression:
+            self.server.deleter.schedule(path, self.chain.remove_delay)
+        return None
+
+
+# --------------------------------------------------------------------------------------------------
+# The service
+# --------------------------------------------------------------------------------------------------
+
+class Server:
+    """The server service: chains, one publisher, a deleter, and the housekeeping loop."""
+
+    kind = "server"
+
+    def __init__(self, config: Config, options: ServerOptions | None = None, metrics: Metrics | None = None,
+                 transfers=None):
+        from trollmoves.movers import TransferService
+
+        self.config = config
+        self.options = options or ServerOptions()
+        self.metrics = metrics or Metrics(self.kind)
+        self.transfers = transfers or TransferService()
+        self._own_transfers = transfers is None
+        self.publisher: messaging.Publisher | None = None
+        self.deleter = Deleter()
+        self.chains: dict[str, ServedChain] = {}
+        self._stop = threading.Event()
+        self._housekeeper: threading.Thread | None = None
+        self._fatal: str | None = None
+        self._own_ip: str | None = None
+        self._lock = threading.Lock()
+        self.ready = threading.Event()
+
+    # service protocol -----------------------------------------------------------------------------
+    def start(self) -> None:
+        self.publisher = messaging.Publisher(self.options.publisher_name, self.options.publish_port,
+                                             self.options.publish_address, nameservers=False).start()
+        self.deleter.start()
+        if self.options.backlog_delay:
+            time.sleep(self.options.backlog_delay)
+        for chain in self.config.chains:
+            self._start_chain(chain)
+        self.publisher.heartbeat(HEARTBEAT_INTERVAL)
+        self._housekeeper = threading.Thread(target=self._housekeeping, name="housekeeping", daemon=True)
+        self._housekeeper.start()
+        self.ready.set()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        for served in list(self.chains.values()):
+            served.stop(timeout)
+        self.chains.clear()
+        if self._housekeeper is not None:
+            self._housekeeper.join(timeout)
+        self.deleter.stop()
+        if self.publisher is not None:
+            self.publisher.stop()
+        if self._own_transfers:
+            self.transfers.close()
+
+    def reload(self, config: Config) -> None:
+        """Rebuild changed chains, start new ones, stop removed ones; unchanged chains keep running."""
+        old = {c.name: c for c in self.config.chains}
+        new = {c.name: c for c in config.chains}
+        with self._lock:
+            for name in old.keys() - new.keys():
+                logger.info("Chain %s removed", name)
+                self.chains.pop(name).stop(5.0)
+                self.metrics.remove_chain(name)
+            for name, chain in new.items():
+                if name in old and old[name] == chain:
+                    continue
+                if name in old:
+                    logger.info("Chain %s changed: restarting it", name)
+                    self.chains.pop(name).stop(5.0)
+                else:
+                    logger.info("Chain %s added", name)
+                self._start_chain(chain)
+            self.config = config
+        self.metrics.reloads.labels("success").inc()
+
+    def fatal_error(self) -> str | None:
+        return self._fatal
+
+    # internals ------------------------------------------------------------------------------------
+    def _start_chain(self, chain: ServerChain) -> None:
+        served = ServedChain(chain, self)
+        try:
+            served.start()
+        except OSError as exc:
+            logger.error("Error starting chain %s: %s", chain.name, exc)
+            served.stop(1.0)
+            return
+        self.chains[chain.name] = served
+
+    def request_address(self, chain: ServerChain) -> str:
+        if chain.request_address:
+            host = chain.request_address
+        else:
+            if self._own_ip is None:
+                self._own_ip = messaging.own_ip()
+            host = self._own_ip
+        return f"{host}:{chain.request_port}"
+
+    def checksum(self, path: str, method: str) -> dict | None:
+        if method == "none":
+            return None
+        from trollmoves.movers.checksum import file_checksum
+
+        try:
+            return file_checksum(path, method).as_dict()
+        except OSError as exc:
+            logger.warning("Cannot checksum %s: %s", path, exc.strerror)
+            return None
+
+    def publish(self, message, chain_name: str) -> bool:
+        ok = self.publisher.send(message)
+        if ok:
+            self.metrics.messages_published.labels(chain_name, message.type if message.type in
+                                                   ("file", "dataset", "collection") else "other").inc()
+        else:
+            self.metrics.messages_dropped.labels(chain_name).inc()
+        return ok
+
+    def _housekeeping(self) -> None:
+        last_check = time.monotonic()
+        while not self._stop.wait(1.0):
+            try:
+                self.publisher.heartbeat(HEARTBEAT_INTERVAL)
+            except Exception:  # noqa: BLE001
+                logger.exception("Heartbeat failed")
+            if time.monotonic() - last_check >= self.options.chain_check_interval:
+                last_check = time.monotonic()
+                self.check_chains()
+
+    def check_chains(self) -> None:
+        with self._lock:
+            for served in self.chains.values():
+                if served.healthy():
+                    served.consecutive_restarts = 0
+                    continue
+                served.consecutive_restarts += 1
+                logger.warning("Chain %s is not watching (%s): restarting its watcher (attempt %d)",
+                               served.chain.name, served.last_error or "watcher stopped",
+                               served.consecutive_restarts)
+                if served.restart_watcher():
+                    continue
+                limit = self.options.max_notifier_restarts
+                if limit and served.consecutive_restarts >= limit:
+                    self._fatal = (f"chain {served.chain.name} could not be restarted after "
+                                   f"{served.consecutive_restarts} attempts: {served.last_error}")
+
+    def health(self) -> dict[str, Any]:
+        """Per-chain state for /healthz."""
+        chains = {}
+        for name, served in self.chains.items():
+            chains[name] = {"watching": served.healthy(), "announced": len(served.history),
+                            "error": served.last_error}
+        return {"publisher": self.publisher is not None and not self._stop.is_set(), "chains": chains,
+                "ok": all(c["watching"] for c in chains.values()) and self._fatal is None}
+
+
+__all__ = ["Server", "ServerOptions", "ServedChain", "Deleter", "file_entries", "reply_type", "RequestError"]

@@ -1,0 +1,176 @@
+"""On-disk state: handled files, pending requests, known providers, retry queues.
+
+A ``kill -9`` must neither lose nor duplicate a file, so what a daemon has to
+remember lives in SQLite in WAL mode (each change is one short transaction; a
+killed process loses nothing committed). The store is bounded by age and by row
+count, and an unwritable location is a clear start-up error, not a surprise later.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from trollmoves.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS handled (chain TEXT NOT NULL, key TEXT NOT NULL, uids TEXT NOT NULL,
+                                    at REAL NOT NULL, PRIMARY KEY (chain, key));
+CREATE INDEX IF NOT EXISTS handled_at ON handled(at);
+CREATE TABLE IF NOT EXISTS pending (chain TEXT NOT NULL, key TEXT NOT NULL, payload TEXT NOT NULL,
+                                    at REAL NOT NULL, PRIMARY KEY (chain, key));
+CREATE TABLE IF NOT EXISTS providers (chain TEXT NOT NULL, request_address TEXT NOT NULL,
+                                      last_seen REAL NOT NULL, PRIMARY KEY (chain, request_address));
+CREATE TABLE IF NOT EXISTS retries (id INTEGER PRIMARY KEY AUTOINCREMENT, chain TEXT NOT NULL,
+                                    payload TEXT NOT NULL, first_at REAL NOT NULL, due REAL NOT NULL,
+                                    attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT);
+CREATE INDEX IF NOT EXISTS retries_due ON retries(due);
+"""
+
+
+def file_key(uids: Iterable[str]) -> str:
+    """The identity of an announcement: a hash of its sorted uids (as the original's uid hash)."""
+    return hashlib.md5("".join(sorted(uids)).encode("utf-8"), usedforsecurity=False).hexdigest()
+
+
+def default_state_path(config_path: str, kind: str) -> str:
+    """A per-config state file under $XDG_STATE_HOME (or ~/.local/state)/trollmoves."""
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    digest = hashlib.sha1(os.path.abspath(config_path).encode(), usedforsecurity=False).hexdigest()[:12]
+    name = os.path.splitext(os.path.basename(config_path))[0]
+    return os.path.join(base, "trollmoves", f"{kind}-{name}-{digest}.sqlite")
+
+
+class StateStore:
+    """Thread-safe SQLite store; ``path=None`` keeps it in memory (tests of pure logic)."""
+
+    def __init__(self, path: str | None, max_age: float = 7 * 86400, max_rows: int = 1_000_000):
+        self.path = path
+        self.max_age = max_age
+        self.max_rows = max_rows
+        self._lock = threading.Lock()
+        self._writes = 0
+        if path is not None:
+            directory = os.path.dirname(os.path.abspath(path))
+            try:
+                os.makedirs(directory, exist_ok=True)
+                probe = os.path.join(directory, f".write-test-{os.getpid()}")
+                with open(probe, "w", encoding="utf-8"):
+                    pass
+                os.unlink(probe)
+            except OSError as exc:
+                raise ConfigError(f"state store {path}: directory is not writable ({exc.strerror})") from None
+        try:
+            self._db = sqlite3.connect(path or ":memory:", check_same_thread=False, isolation_level=None,
+                                       timeout=30)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise ConfigError(f"state store {path}: cannot open ({exc})") from None
+
+    def _execute(self, sql: str, params: tuple = ()) -> list[tuple]:
+        with self._lock:
+            rows = self._db.execute(sql, params).fetchall()
+            if sql.lstrip().upper().startswith(("INSERT", "REPLACE", "UPDATE")):
+                self._writes += 1
+                if self._writes % 1000 == 0:
+                    self._prune_locked()
+            return rows
+
+    # handled files --------------------------------------------------------------------------------
+    def is_handled(self, chain: str, key: str) -> bool:
+        return bool(self._execute("SELECT 1 FROM handled WHERE chain=? AND key=?", (chain, key)))
+
+    def mark_handled(self, chain: str, key: str, uids: Iterable[str]) -> None:
+        """Record a file as handled and drop its pending entry, in one transaction."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.execute("INSERT OR REPLACE INTO handled VALUES (?, ?, ?, ?)",
+                             (chain, key, json.dumps(sorted(uids)), time.time()))
+            self._db.execute("DELETE FROM pending WHERE chain=? AND key=?", (chain, key))
+            self._db.execute("COMMIT")
+            self._writes += 1
+            if self._writes % 1000 == 0:
+                self._prune_locked()
+
+    def handled_count(self, chain: str) -> int:
+        return self._execute("SELECT COUNT(*) FROM handled WHERE chain=?", (chain,))[0][0]
+
+    # pending requests -----------------------------------------------------------------------------
+    def add_pending(self, chain: str, key: str, payload: dict[str, Any]) -> None:
+        self._execute("INSERT OR REPLACE INTO pending VALUES (?, ?, ?, ?)",
+                      (chain, key, json.dumps(payload, default=str), time.time()))
+
+    def remove_pending(self, chain: str, key: str) -> None:
+        self._execute("DELETE FROM pending WHERE chain=? AND key=?", (chain, key))
+
+    def pending(self, chain: str) -> list[tuple[str, dict[str, Any]]]:
+        rows = self._execute("SELECT key, payload FROM pending WHERE chain=? ORDER BY at", (chain,))
+        return [(key, json.loads(payload)) for key, payload in rows]
+
+    # providers ------------------------------------------------------------------------------------
+    def touch_provider(self, chain: str, request_address: str, when: float | None = None) -> None:
+        self._execute("INSERT OR REPLACE INTO providers VALUES (?, ?, ?)",
+                      (chain, request_address, when if when is not None else time.time()))
+
+    def providers(self, chain: str) -> dict[str, float]:
+        rows = self._execute("SELECT request_address, last_seen FROM providers WHERE chain=?", (chain,))
+        return dict(rows)
+
+    # retry queue ----------------------------------------------------------------------------------
+    def add_retry(self, chain: str, payload: dict[str, Any], due: float, error: str = "") -> int:
+        now = time.time()
+        with self._lock:
+            cursor = self._db.execute(
+                "INSERT INTO retries (chain, payload, first_at, due, attempts, last_error) VALUES (?,?,?,?,1,?)",
+                (chain, json.dumps(payload, default=str), now, due, error))
+            return int(cursor.lastrowid)
+
+    def reschedule_retry(self, item_id: int, due: float, error: str) -> None:
+        self._execute("UPDATE retries SET due=?, attempts=attempts+1, last_error=? WHERE id=?",
+                      (due, error, item_id))
+
+    def remove_retry(self, item_id: int) -> None:
+        self._execute("DELETE FROM retries WHERE id=?", (item_id,))
+
+    def due_retries(self, now: float | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        rows = self._execute("SELECT id, chain, payload, first_at, due, attempts, last_error FROM retries "
+                             "WHERE due<=? ORDER BY due LIMIT ?", (now if now is not None else time.time(), limit))
+        return [{"id": r[0], "chain": r[1], "payload": json.loads(r[2]), "first_at": r[3], "due": r[4],
+                 "attempts": r[5], "last_error": r[6]} for r in rows]
+
+    def retry_stats(self, chain: str) -> tuple[int, float]:
+        """(queue length, enqueue time of the oldest item or 0)."""
+        count, oldest = self._execute("SELECT COUNT(*), MIN(first_at) FROM retries WHERE chain=?", (chain,))[0]
+        return int(count), float(oldest or 0.0)
+
+    # housekeeping ---------------------------------------------------------------------------------
+    def prune(self) -> None:
+        with self._lock:
+            self._prune_locked()
+
+    def _prune_locked(self) -> None:
+        cutoff = time.time() - self.max_age
+        self._db.execute("DELETE FROM handled WHERE at < ?", (cutoff,))
+        self._db.execute("DELETE FROM pending WHERE at < ?", (cutoff,))
+        count = self._db.execute("SELECT COUNT(*) FROM handled").fetchone()[0]
+        if count > self.max_rows:
+            self._db.execute("DELETE FROM handled WHERE rowid IN (SELECT rowid FROM handled ORDER BY at LIMIT ?)",
+                             (count - self.max_rows,))
+
+    def close(self) -> None:
+        with self._lock:
+            try:
+                self._db.close()
+            except sqlite3.Error:
+                pass

@@ -1,0 +1,209 @@
+"""Watching directories for new files: inotify (pyinotify), or polling for network mounts.
+
+A watcher calls ``on_file(path)`` for every file that was closed after writing or
+moved into a watched directory (inotify), or that appeared and stayed unchanged
+for one polling interval (polling: a file still being written is not reported
+until it stops growing, which the original's polling mode did not ensure).
+Temporary names (a leading ``.``) are ignored. On an inotify queue overflow the
+directories are rescanned, so no file is missed; with ``recursive`` the
+directories created later are watched too and scanned once when they appear.
+
+Each watcher runs in its own thread and stops on ``stop()`` (an Event, no sleeps).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+
+import pyinotify
+
+logger = logging.getLogger(__name__)
+
+FileCallback = Callable[[str], None]
+
+
+def is_temporary_name(path: str) -> bool:
+    """Hidden names are the temporaries of atomic writers (ours use a leading dot)."""
+    name = os.path.basename(path)
+    return name.startswith(".") or name.endswith((".tmp", ".part", ".filepart"))
+
+
+def scan(directory: str, recursive: bool) -> list[str]:
+    """Every regular, non-temporary file under ``directory`` (sorted, for a stable backlog order)."""
+    found: list[str] = []
+    if recursive:
+        for root, dirs, files in os.walk(directory):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            found.extend(os.path.join(root, name) for name in files if not is_temporary_name(name))
+    else:
+        try:
+            with os.scandir(directory) as entries:
+                for entry in entries:
+                    if not is_temporary_name(entry.name) and entry.is_file(follow_symlinks=True):
+                        found.append(entry.path)
+        except FileNotFoundError:
+            return []
+    return sorted(found)
+
+
+class _Handler(pyinotify.ProcessEvent):
+    def my_init(self, watcher: InotifyWatcher) -> None:  # pyinotify's init hook
+        self.watcher = watcher
+
+    def process_IN_CLOSE_WRITE(self, event) -> None:  # noqa: N802 - pyinotify naming
+        self.watcher._file_event(event.pathname)
+
+    def process_IN_MOVED_TO(self, event) -> None:  # noqa: N802
+        if event.dir:
+            self.watcher._directory_appeared(event.pathname)
+        else:
+            self.watcher._file_event(event.pathname)
+
+    def process_IN_CREATE(self, event) -> None:  # noqa: N802
+        if event.dir:
+            self.watcher._directory_appeared(event.pathname)
+
+    def process_IN_Q_OVERFLOW(self, event) -> None:  # noqa: N802
+        logger.warning("inotify queue overflow on %s: rescanning", self.watcher.directory)
+        self.watcher._rescan()
+
+    def process_default(self, event) -> None:
+        pass
+
+
+class InotifyWatcher:
+    """Report files closed after writing or moved in, under ``directory``."""
+
+    mask = (pyinotify.IN_CLOSE_WRITE | pyinotify.IN_MOVED_TO | pyinotify.IN_CREATE | pyinotify.IN_Q_OVERFLOW)
+
+    def __init__(self, directory: str, on_file: FileCallback, recursive: bool = False,
+                 on_overflow: Callable[[], None] | None = None):
+        self.directory = directory
+        self.on_file = on_file
+        self.recursive = recursive
+        self.on_overflow = on_overflow
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._wm = pyinotify.WatchManager()
+        self._notifier = pyinotify.Notifier(self._wm, _Handler(watcher=self), timeout=200)
+
+    def start(self) -> InotifyWatcher:
+        if not os.path.isdir(self.directory):
+            raise FileNotFoundError(f"watched directory does not exist: {self.directory}")
+        result = self._wm.add_watch(self.directory, self.mask, rec=self.recursive, auto_add=self.recursive,
+                                    quiet=False)
+        if any(wd < 0 for wd in result.values()):
+            raise OSError(f"cannot watch {self.directory} (inotify limit reached?)")
+        self._thread = threading.Thread(target=self._run, name=f"watch:{self.directory}", daemon=True)
+        self._thread.start()
+        return self
+
+    def is_alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and os.path.isdir(self.directory)
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                if self._notifier.check_events(200):
+                    self._notifier.read_events()
+                    self._notifier.process_events()
+        except Exception:  # noqa: BLE001 - the health check restarts the watcher
+            logger.exception("Watcher of %s died", self.directory)
+
+    def _file_event(self, path: str) -> None:
+        if not is_temporary_name(path):
+            self.on_file(path)
+
+    def _directory_appeared(self, path: str) -> None:
+        if not self.recursive:
+            return
+        # auto_add watches the new directory, but files written before the watch existed need a scan
+        if self._wm.get_wd(path) is None:
+            self._wm.add_watch(path, self.mask, rec=True, auto_add=True, quiet=True)
+        for file_path in scan(path, recursive=True):
+            self.on_file(file_path)
+
+    def _rescan(self) -> None:
+        if self.on_overflow is not None:
+            self.on_overflow()
+        else:
+            for path in scan(self.directory, self.recursive):
+                self.on_file(path)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        try:
+            self._notifier.stop()
+        except (OSError, KeyError):
+            pass
+
+
+class PollingWatcher:
+    """Report files that appeared (or changed) and then kept the same size and mtime for one interval."""
+
+    def __init__(self, directory: str, on_file: FileCallback, interval: float = 1.0, recursive: bool = False,
+                 report_existing: bool = False):
+        self.directory = directory
+        self.on_file = on_file
+        self.interval = max(0.05, interval)
+        self.recursive = recursive
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._reported: dict[str, tuple[int, int]] = {}
+        self._pending: dict[str, tuple[int, int]] = {}
+        self._report_existing = report_existing
+
+    def start(self) -> PollingWatcher:
+        if not os.path.isdir(self.directory):
+            raise FileNotFoundError(f"watched directory does not exist: {self.directory}")
+        if not self._report_existing:
+            self._reported = self._stats()
+        self._thread = threading.Thread(target=self._run, name=f"poll:{self.directory}", daemon=True)
+        self._thread.start()
+        return self
+
+    def is_alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and os.path.isdir(self.directory)
+
+    def _stats(self) -> dict[str, tuple[int, int]]:
+        stats = {}
+        for path in scan(self.directory, self.recursive):
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            stats[path] = (st.st_size, st.st_mtime_ns)
+        return stats
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.wait(self.interval):
+                self.poll_once()
+        except Exception:  # noqa: BLE001
+            logger.exception("Polling watcher of %s died", self.directory)
+
+    def poll_once(self) -> None:
+        current = self._stats()
+        for path, stamp in current.items():
+            if self._reported.get(path) == stamp:
+                continue
+            if self._pending.get(path) == stamp:
+                self._reported[path] = stamp
+                self._pending.pop(path, None)
+                self.on_file(path)
+            else:
+                self._pending[path] = stamp
+        for gone in set(self._reported) - set(current):
+            del self._reported[gone]
+        for gone in set(self._pending) - set(current):
+            del self._pending[gone]
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
