@@ -1,0 +1,748 @@
+"""The client (move_it_client.py): follow servers' announcements and have the files pushed here.
+
+Per chain (INI section): one subscriber thread listens to every provider; each
+announcement of a file not yet handled is requested from the server that
+announced it first (falling back to the next on ``err`` or timeout); after the
+transfer the client publishes ``push``, ``ack`` and the final ``file`` (or
+``dataset``/``collection``) message exactly as trollmoves 0.19 does.
+
+What we fix and add (spec): transfers run in a worker pool, never in the
+receive loop (one long transfer does not hold up a provider's other
+announcements); a push is not resent as a second transfer (the server joins a
+resent request to the one in progress); handled files and pending requests are
+kept on disk (a restart neither re-transfers nor skips); a client that (re)joins
+asks each server for what it announced meanwhile (catch-up); a hot spare whose
+primary published ``push`` but never ``ack`` takes over instead of dropping the
+file; no module-level caches shared between chains.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import os
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable
+from urllib.parse import urlsplit, urlunsplit
+
+from trollsift import compose
+
+from trollmoves import messaging
+from trollmoves.config import ClientChain, Config, thaw
+from trollmoves.errors import MessageDecodeError, RequestError
+from trollmoves.metrics import Metrics, message_type_label, scheme_label
+from trollmoves.redact import strip_password
+from trollmoves.state import StateStore, default_state_path, file_key
+from trollmoves.unpack import UnpackError, unpack, wants_unpacking
+
+logger = logging.getLogger(__name__)
+
+SERVER_HEARTBEAT_SUBJECT = "/heartbeat/move_it_server"
+PROVIDER_SEEN_PERSIST_INTERVAL = 5.0
+CATCH_UP_MARGIN = 30.0
+
+
+# --------------------------------------------------------------------------------------------------
+# Pure helpers (message shapes of the original)
+# --------------------------------------------------------------------------------------------------
+
+def collect_uids(data: Any) -> list[str]:
+    """Every ``uid`` of an announcement (top level, dataset and collection entries)."""
+    uids: list[str] = []
+    if isinstance(data, dict):
+        if "uid" in data:
+            uids.append(str(data["uid"]))
+        for value in data.values():
+            if isinstance(value, (dict, list)):
+                uids.extend(collect_uids(value))
+    elif isinstance(data, list):
+        for item in data:
+            uids.extend(collect_uids(item))
+    return uids
+
+
+def compose_destination(template: str, data: dict, login: str | None) -> tuple[str, str]:
+    """(destination sent to the server, with credentials; destination published, without password).
+
+    Host defaults to this host's name when the template has none, as the original does.
+    """
+    composed = compose(template, data)
+    parts = urlsplit(composed)
+    scheme = parts.scheme or "file"
+    host = parts.netloc.rsplit("@", 1)[-1] if parts.netloc else ""
+    if not host and scheme != "s3":
+        host = socket.gethostname()
+    user_info = parts.netloc.rsplit("@", 1)[0] if "@" in parts.netloc else ""
+    if login:
+        user_info = login
+    netloc = f"{user_info}@{host}" if user_info else host
+    with_login = urlunsplit((scheme, netloc, parts.path, parts.query, parts.fragment))
+    return with_login, strip_password(with_login)
+
+
+def is_local_host(host: str | None) -> bool:
+    if not host or host in ("localhost", socket.gethostname(), socket.getfqdn()):
+        return True
+    try:
+        address = socket.gethostbyname(host)
+    except OSError:
+        return False
+    if address.startswith("127."):
+        return True
+    try:
+        local = {info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None)}
+    except OSError:
+        local = set()
+    return address in local
+
+
+def make_uri(destination: str, uid: str) -> str:
+    """URI of a received file, as the original's ``make_uris``: a plain path if local, else a URL."""
+    parts = urlsplit(destination)
+    path = os.path.join(parts.path, uid)
+    if parts.scheme == "s3":
+        return f"s3://{parts.netloc}{path if path.startswith('/') else '/' + path}"
+    if parts.scheme in ("", "file") or is_local_host(parts.hostname):
+        return path
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc += f":{parts.port}"
+    if parts.username:
+        netloc = f"{parts.username}@{netloc}"
+    return urlunsplit((parts.scheme, netloc, path, "", ""))
+
+
+def local_directory(destination: str, ftp_root: str) -> str | None:
+    """The local directory a destination lands in (``ftp_root`` + path), or None for S3."""
+    parts = urlsplit(destination)
+    if parts.scheme == "s3":
+        return None
+    path = parts.path
+    if not path.endswith("/"):
+        path = os.path.dirname(path)
+    return os.path.join(ftp_root, path.lstrip("/"))
+
+
+def replace_metadata(data: dict, replacements: dict[str, str]) -> None:
+    """Original ``replace_mda``: config keys override message values, with ``from:to|…`` maps."""
+    for key_name, value in replacements.items():
+        if key_name not in data:
+            continue
+        if ":" in value:
+            mapping = dict(item.split(":", 1) for item in value.split("|") if ":" in item)
+            if str(data[key_name]) in mapping:
+                data[key_name] = mapping[str(data[key_name])]
+        else:
+            data[key_name] = value
+
+
+# --------------------------------------------------------------------------------------------------
+# A small scheduler: one thread for delayed work (hot-spare delays, retries, catch-up)
+# --------------------------------------------------------------------------------------------------
+
+class Scheduler:
+    """Run callables at a later time on one thread (bounded threads, unlike one Timer per file)."""
+
+    def __init__(self, name: str = "scheduler"):
+        self._heap: list[tuple[float, int, Callable[[], None]]] = []
+        self._counter = itertools.count()
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> Scheduler:
+        self._thread.start()
+        return self
+
+    def call_later(self, delay: float, function: Callable[[], None]) -> None:
+        with self._cond:
+            heapq.heappush(self._heap, (time.monotonic() + delay, next(self._counter), function))
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stopping and (not self._heap or self._heap[0][0] > time.monotonic()):
+                    self._cond.wait(None if not self._heap else max(0.0, self._heap[0][0] - time.monotonic()))
+                if self._stopping:
+                    return
+                _, _, function = heapq.heappop(self._heap)
+            try:
+                function()
+            except Exception:  # noqa: BLE001
+                logger.exception("Scheduled task failed")
+
+    def stop(self, timeout: float = 5.0) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+
+# --------------------------------------------------------------------------------------------------
+# One chain
+# --------------------------------------------------------------------------------------------------
+
+@dataclass
+class Pending:
+    """A file being requested: its announcements (one per provider, first first) and state."""
+
+    key: str
+    sources: list[messaging.Message]
+    started: bool = False
+    cancelled: bool = False
+    other_client_push_at: float | None = None
+    first_seen: float = field(default_factory=time.time)
+    attempts: int = 0
+
+
+class FollowedChain:
+    """Subscriber, publisher and transfer workers of one client section."""
+
+    def __init__(self, chain: ClientChain, client: Client):
+        self.chain = chain
+        self.client = client
+        self.metrics = client.metrics
+        self.state = client.state
+        self.publisher: messaging.Publisher | None = None
+        self.pending: dict[str, Pending] = {}
+        self.lock = threading.Lock()
+        self.workers = ThreadPoolExecutor(max_workers=client.workers_per_chain,
+                                          thread_name_prefix=f"fetch:{chain.name}")
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.provider_last_message: dict[str, float] = {}
+        self.provider_min_interval: dict[str, float] = {}
+        self.request_addresses_by_provider: dict[str, set[str]] = {}
+        self._seen_request_addresses: set[str] = set()
+        self._persisted_seen: dict[str, float] = {}
+        self.started_at = time.time()
+        self.subscriber: messaging.Subscriber | None = None
+        self._resubscribe: set[str] = set()
+
+    # lifecycle ------------------------------------------------------------------------------------
+    def start(self) -> None:
+        chain = self.chain
+        self.metrics.init_chain(chain.name)
+        self.publisher = messaging.Publisher(f"move_it_{chain.name}", chain.publish_port, chain.publish_address,
+                                             nameservers=chain.nameservers).start()
+        self._thread = threading.Thread(target=self._receive_loop, name=f"listen:{chain.name}", daemon=True)
+        self._ready = threading.Event()
+        self._thread.start()
+        self._ready.wait(10)
+        self._resume_pending()
+        if chain.catch_up:
+            for request_address, last_seen in self.state.providers(chain.name).items():
+                self._seen_request_addresses.add(request_address)
+                self.workers.submit(self.catch_up, request_address, last_seen - CATCH_UP_MARGIN)
+
+    def stop(self, timeout: float) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        with self.lock:
+            for entry in self.pending.values():
+                if not entry.started:
+                    entry.cancelled = True
+        self.workers.shutdown(wait=True, cancel_futures=True)
+        if self.publisher is not None:
+            self.publisher.stop()
+
+    def _topics(self) -> list[str]:
+        topics = [self.chain.topic] if self.chain.topic else []
+        if self.chain.heartbeat:
+            topics += [SERVER_HEARTBEAT_SUBJECT, messaging.heartbeat_subject(f"move_it_{self.chain.name}")]
+        return topics
+
+    def _receive_loop(self) -> None:
+        chain = self.chain
+        subscriber = messaging.Subscriber(
+            (), self._topics(), on_malformed=lambda _e: self.metrics.messages_malformed.labels(chain.name).inc())
+        self.subscriber = subscriber
+        for provider in chain.providers:
+            topics = None
+            if provider.topic:
+                topics = [provider.topic] + ([SERVER_HEARTBEAT_SUBJECT] if chain.heartbeat else [])
+            subscriber.add(provider.address, topics)
+            self.provider_last_message[provider.address] = time.monotonic()
+        self._ready.set()
+        try:
+            while not self._stop.is_set():
+                for address, message in subscriber.recv(0.25):
+                    try:
+                        self.handle(address, message)
+                    except Exception:  # noqa: BLE001 - a bad message never stops the listener
+                        logger.exception("Chain %s: error handling a %s message from %s", chain.name,
+                                         message.type, address)
+                self._check_heartbeats(subscriber)
+                for address in list(self._resubscribe):
+                    self._resubscribe.discard(address)
+                    subscriber.reconnect(address)
+        finally:
+            subscriber.close()
+
+    def _check_heartbeats(self, subscriber: messaging.Subscriber) -> None:
+        scale = self.chain.heartbeat_alarm_scale
+        if not scale:
+            return
+        now = time.monotonic()
+        for address, last in list(self.provider_last_message.items()):
+            limit = scale * self.provider_min_interval.get(address, 30.0)
+            if now - last > limit:
+                logger.warning("Chain %s: nothing from %s for %.0f s: resubscribing", self.chain.name, address,
+                               now - last)
+                subscriber.reconnect(address)
+                self.provider_last_message[address] = now
+                for request_address in self.request_addresses_by_provider.get(address, ()):
+                    self.workers.submit(self.catch_up, request_address, time.time() - now + last - CATCH_UP_MARGIN)
+
+    # message handling (receive thread: quick, never blocking) ------------------------------------
+    def handle(self, address: str, message: messaging.Message) -> None:
+        self.provider_last_message[address] = time.monotonic()
+        self.metrics.messages_received.labels(self.chain.name, message_type_label(message.type)).inc()
+        data = message.data if isinstance(message.data, dict) else {}
+        if message.type == "beat":
+            try:
+                self.provider_min_interval[address] = float(data.get("min_interval", 30) or 30)
+            except (TypeError, ValueError):
+                pass
+            return
+        uids = collect_uids(data)
+        if not uids:
+            return
+        key = file_key(uids)
+        if message.type == "push":
+            self._other_client_pushing(key)
+        elif message.type == "ack" or (message.type in ("file", "dataset", "collection")
+                                       and "request_address" not in data):
+            self._other_client_done(key, uids)
+        elif message.type in ("file", "dataset", "collection") and "request_address" in data:
+            self.request_addresses_by_provider.setdefault(address, set()).add(str(data["request_address"]))
+            self.on_announcement(message, key)
+        else:
+            logger.debug("Chain %s: ignoring a %s message", self.chain.name, message.type)
+
+    def _other_client_pushing(self, key: str) -> None:
+        with self.lock:
+            entry = self.pending.get(key)
+            if entry is not None and not entry.started:
+                entry.other_client_push_at = time.monotonic()
+
+    def _other_client_done(self, key: str, uids: list[str]) -> None:
+        with self.lock:
+            entry = self.pending.get(key)
+            if entry is not None and not entry.started:
+                entry.cancelled = True
+                del self.pending[key]
+        if not self.state.is_handled(self.chain.name, key):
+            self.state.mark_handled(self.chain.name, key, uids)
+
+    def on_announcement(self, message: messaging.Message, key: str, from_catch_up: bool = False) -> bool:
+        """Request the file(s) of an announcement unless handled or pending; True if newly requested."""
+        chain = self.chain
+        request_address = str(message.data["request_address"])
+        self._note_provider(request_address)
+        if self.state.is_handled(chain.name, key):
+            self.metrics.duplicates_skipped.labels(chain.name).inc()
+            if not from_catch_up:
+                self.workers.submit(self.send_ack, message)
+            return False
+        with self.lock:
+            entry = self.pending.get(key)
+            if entry is not None:
+                if all(s.data.get("request_address") != request_address for s in entry.sources):
+                    entry.sources.append(message)
+                return False
+            entry = Pending(key, [message])
+            self.pending[key] = entry
+        if from_catch_up:
+            self.metrics.catch_up_files.labels(chain.name).inc()
+        self.state.add_pending(chain.name, key, {"subject": message.subject, "type": message.type,
+                                                 "data": _jsonable(message.data)})
+        if chain.processing_delay:
+            self.client.scheduler.call_later(chain.processing_delay, lambda: self._delayed_start(key))
+        else:
+            self.workers.submit(self.fetch, key)
+        return True
+
+    def _note_provider(self, request_address: str) -> None:
+        now = time.time()
+        if request_address not in self._seen_request_addresses:
+            self._seen_request_addresses.add(request_address)
+            if self.chain.catch_up:
+                self.workers.submit(self.catch_up, request_address, self.started_at - CATCH_UP_MARGIN)
+        if now - self._persisted_seen.get(request_address, 0) > PROVIDER_SEEN_PERSIST_INTERVAL:
+            self._persisted_seen[request_address] = now
+            self.state.touch_provider(self.chain.name, request_address, now)
+
+    def _delayed_start(self, key: str) -> None:
+        """Hot spare: start unless the primary did it; wait longer while the primary is pushing."""
+        with self.lock:
+            entry = self.pending.get(key)
+            if entry is None or entry.cancelled:
+                return
+            if entry.other_client_push_at is not None:
+                patience = self.chain.transfer_req_timeout * 3 + (self.chain.processing_delay or 0)
+                waited = time.monotonic() - entry.other_client_push_at
+                if waited < patience:
+                    self.client.scheduler.call_later(patience - waited, lambda: self._delayed_start(key))
+                    return
+                logger.warning("Chain %s: the other client announced a push of %s but never confirmed it: "
+                               "taking over", self.chain.name, ", ".join(collect_uids(entry.sources[0].data)))
+        self.workers.submit(self.fetch, key)
+
+    # transfers (worker threads) -------------------------------------------------------------------
+    def fetch(self, key: str) -> None:
+        chain = self.chain
+        with self.lock:
+            entry = self.pending.get(key)
+            if entry is None or entry.cancelled or entry.started:
+                return
+            entry.started = True
+        index = 0
+        success = None
+        while index < len(entry.sources) and not self._stop.is_set():
+            source = entry.sources[index]
+            index += 1
+            success = self._request_push(source)
+            if success is not None:
+                break
+        with self.lock:
+            self.pending.pop(key, None)
+        if success is None:
+            if self._stop.is_set():
+                return
+            entry.attempts += 1
+            self.metrics.transfers_failed.labels(chain.name, scheme_label(urlsplit(chain.destination).scheme),
+                                                 "error").inc()
+            uids = ", ".join(collect_uids(entry.sources[0].data))
+            if entry.attempts < self.client.max_fetch_attempts:
+                delay = min(300.0, 2.0 ** entry.attempts)
+                logger.error("Chain %s: could not get a working source for %s; retrying in %.0f s", chain.name,
+                             uids, delay)
+                self.metrics.retries.labels(chain.name).inc()
+                entry.started = False
+                with self.lock:
+                    self.pending[key] = entry
+                self.client.scheduler.call_later(delay, lambda: self.workers.submit(self.fetch, key))
+            else:
+                logger.error("Chain %s: could not get a working source for %s; giving up after %d attempts "
+                             "(kept as pending in the state store)", chain.name, uids, entry.attempts)
+            return
+        source, reply = success
+        self._finish(entry, source, reply)
+
+    def _request_push(self, source: messaging.Message) -> tuple[messaging.Message, messaging.Message] | None:
+        chain = self.chain
+        data = dict(source.data)
+        try:
+            destination, public_destination = compose_destination(chain.destination, data, chain.login)
+        except (KeyError, ValueError) as exc:
+            logger.error("Chain %s: cannot compose destination %s from the announcement: %s", chain.name,
+                         chain.destination, exc)
+            return None
+        if chain.create_target_directory:
+            directory = local_directory(public_destination, chain.ftp_root)
+            if directory and urlsplit(public_destination).scheme in ("file", "ftp", ""):
+                try:
+                    os.makedirs(directory, exist_ok=True)
+                except OSError as exc:
+                    logger.warning("Chain %s: cannot create %s: %s", chain.name, directory, exc.strerror)
+        request_data = dict(data)
+        request_data["destination"] = destination
+        if chain.backup_targets:
+            request_data["backup_targets"] = list(chain.backup_targets)
+        public = dict(data)
+        public["destination"] = public_destination
+        self._publish(messaging.make_message(source.subject, "push", public))
+        request_address = str(data["request_address"])
+        scheme = scheme_label(urlsplit(destination).scheme)
+        self.metrics.transfers_started.labels(chain.name, scheme).inc()
+        started = time.monotonic()
+        try:
+            reply = messaging.Requester(request_address).request(
+                messaging.make_message(source.subject, "push", request_data),
+                timeout=chain.transfer_req_timeout * 3, resend_after=chain.transfer_req_timeout)
+        except (RequestError, MessageDecodeError) as exc:
+            logger.warning("Chain %s: server %s doesn't answer: %s", chain.name, request_address, exc)
+            self.metrics.transfers_failed.labels(chain.name, scheme, "timeout").inc()
+            return None
+        if reply.type in ("err", "error", "unknown"):
+            logger.error("Chain %s: server %s could not push %s: %s", chain.name, request_address,
+                         ", ".join(collect_uids(data)), reply.data)
+            self.metrics.transfers_failed.labels(chain.name, scheme, "refused" if "not reachable" in
+                                                 str(reply.data) else "error").inc()
+            return None
+        duration = time.monotonic() - started
+        self.metrics.transfers_succeeded.labels(chain.name, scheme).inc()
+        self.metrics.transfer_duration.labels(chain.name, scheme).observe(duration)
+        size = data.get("size")
+        if isinstance(size, int):
+            self.metrics.transferred_bytes.labels(chain.name, scheme).inc(size)
+        logger.info("Chain %s: received %s from %s in %.3f s", chain.name, ", ".join(collect_uids(data)),
+                    request_address, duration)
+        return source, reply
+
+    def _finish(self, entry: Pending, source: messaging.Message, reply: messaging.Message) -> None:
+        chain = self.chain
+        self._publish(messaging.make_message(source.subject, "ack", dict(source.data)))
+        final_type, final_data = self.local_message(source, reply)
+        if final_data is not None:
+            self._publish(messaging.make_message(source.subject, final_type, final_data))
+        uids = collect_uids(source.data)
+        self.state.mark_handled(chain.name, entry.key, uids)
+        self.metrics.files_received.labels(chain.name).inc()
+        self.metrics.last_transfer.labels(chain.name).set(time.time())
+        mtime = source.data.get("mtime")
+        if isinstance(mtime, (int, float)):
+            self.metrics.arrival_latency.labels(chain.name).observe(max(0.0, time.time() - mtime))
+        for other in entry.sources:
+            if other is not source:
+                self.send_ack(other)
+
+    def local_message(self, source: messaging.Message, reply: messaging.Message) -> tuple[str, dict | None]:
+        """The final message: URIs at the destination, ``origin`` = the server, unpacked if configured."""
+        chain = self.chain
+        data = dict(reply.data) if isinstance(reply.data, dict) else dict(source.data)
+        destination = data.pop("destination", None) or compose_destination(chain.destination, source.data,
+                                                                            None)[1]
+        destination = strip_password(destination)
+        origin = data.pop("request_address", None) or source.data.get("request_address")
+        data.pop("backup_targets", None)
+        atype = reply.type if reply.type in ("file", "dataset", "collection") else source.type
+        entries = _uri_entries(data)
+        for entry in entries:
+            entry["uri"] = make_uri(destination, str(entry["uid"]))
+        if chain.compression:
+            try:
+                atype = self._unpack(data, entries, destination, atype)
+            except (UnpackError, OSError) as exc:
+                logger.error("Chain %s: cannot unpack %s: %s", chain.name, ", ".join(collect_uids(data)), exc)
+                return atype, None
+        data["origin"] = origin
+        replace_metadata(data, dict(chain.replace_mda))
+        return atype, data
+
+    def _unpack(self, data: dict, entries: list[dict], destination: str, atype: str) -> str:
+        chain = self.chain
+        directory = local_directory(destination, chain.ftp_root) or ""
+        for entry in entries:
+            uid = str(entry["uid"])
+            if not wants_unpacking(uid, chain.compression):
+                continue
+            results = unpack(os.path.join(directory, uid), chain.compression,
+                             xritdecompressor=chain.xritdecompressor, block_size=chain.block_size,
+                             delete=chain.delete)
+            if len(results) == 1:
+                entry["uid"] = os.path.basename(results[0])
+                entry["uri"] = make_uri(destination, os.path.relpath(results[0], directory))
+            else:
+                names = [os.path.relpath(r, directory) for r in results]
+                entry.pop("uid", None)
+                entry.pop("uri", None)
+                entry["dataset"] = [{"uid": n, "uri": make_uri(destination, n)} for n in names]
+                if entry is data:
+                    atype = "dataset" if atype == "file" else atype
+        return atype
+
+    def send_ack(self, announcement: messaging.Message) -> None:
+        """Tell a server that a file it announced is handled here (it may delete its copy)."""
+        request_address = announcement.data.get("request_address")
+        if not request_address:
+            return
+        try:
+            messaging.Requester(str(request_address)).request(
+                messaging.make_message(announcement.subject, "ack", dict(announcement.data)),
+                timeout=max(self.chain.req_timeout, 0.1) * 3, resend_after=None)
+        except RequestError as exc:
+            logger.debug("Chain %s: ack to %s not answered: %s", self.chain.name, request_address, exc)
+
+    def catch_up(self, request_address: str, since: float) -> None:
+        """Ask a server for what it announced since ``since`` and request the files missed."""
+        topic = self.chain.topic or "/"
+        try:
+            reply = messaging.Requester(request_address).request(
+                messaging.make_message(topic, "info", {"catch_up": {"since": since}, "max_count": 0}),
+                timeout=max(self.chain.transfer_req_timeout, 2.0))
+        except RequestError as exc:
+            logger.info("Chain %s: no catch-up from %s: %s", self.chain.name, request_address, exc)
+            return
+        announcements = reply.data.get("announcements") if isinstance(reply.data, dict) else None
+        if announcements is None:
+            logger.info("Chain %s: %s does not offer catch-up (an original trollmoves server?)", self.chain.name,
+                        request_address)
+            return
+        count = 0
+        for item in announcements:
+            subject, data = item.get("subject", ""), item.get("data")
+            if not isinstance(data, dict) or "request_address" not in data:
+                continue
+            if self.chain.topic and not str(subject).startswith(self.chain.topic):
+                continue
+            uids = collect_uids(data)
+            if not uids:
+                continue
+            key = file_key(uids)
+            if self.state.is_handled(self.chain.name, key):
+                continue
+            if self.on_announcement(messaging.make_message(subject, item.get("type", "file"), data), key,
+                                    from_catch_up=True):
+                count += 1
+        if count:
+            logger.info("Chain %s: catch-up from %s: requesting %d missed files", self.chain.name,
+                        request_address, count)
+
+    def _resume_pending(self) -> None:
+        """Requests that were pending when the client stopped (or was killed) are made again."""
+        for key, payload in self.state.pending(self.chain.name):
+            try:
+                message = messaging.make_message(payload["subject"], payload["type"], payload["data"])
+            except (KeyError, MessageDecodeError):
+                self.state.remove_pending(self.chain.name, key)
+                continue
+            logger.info("Chain %s: resuming the pending request of %s", self.chain.name,
+                        ", ".join(collect_uids(message.data)))
+            self.on_announcement(message, key, from_catch_up=True)
+
+    def _publish(self, message: messaging.Message) -> None:
+        if self.publisher is None:
+            return
+        if self.publisher.send(message):
+            self.metrics.messages_published.labels(self.chain.name, message_type_label(message.type)).inc()
+        else:
+            self.metrics.messages_dropped.labels(self.chain.name).inc()
+
+    def heartbeat(self) -> None:
+        if self.publisher is not None:
+            self.publisher.heartbeat(30)
+
+
+def _uri_entries(data: dict) -> list[dict]:
+    entries = []
+    if "uid" in data:
+        entries.append(data)
+    for container in ("dataset", "collection"):
+        items = data.get(container)
+        if isinstance(items, list):
+            for item in items:
+                if isinstance(item, dict):
+                    entries.extend(_uri_entries(item))
+    return entries
+
+
+def _jsonable(value: Any) -> Any:
+    import datetime as dt
+
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    return value
+
+
+# --------------------------------------------------------------------------------------------------
+# The service
+# --------------------------------------------------------------------------------------------------
+
+class Client:
+    """The client service: chains, the state store and the scheduler."""
+
+    kind = "client"
+
+    def __init__(self, config: Config, metrics: Metrics | None = None, state: StateStore | None = None,
+                 workers_per_chain: int = 4, max_fetch_attempts: int = 6):
+        self.config = config
+        self.metrics = metrics or Metrics(self.kind)
+        if state is None:
+            directory = config.daemon.state_directory
+            path = (os.path.join(directory, os.path.basename(default_state_path(config.path, "client")))
+                    if directory else default_state_path(config.path, "client"))
+            state = StateStore(path)
+        self.state = state
+        self.workers_per_chain = workers_per_chain
+        self.max_fetch_attempts = max_fetch_attempts
+        self.scheduler = Scheduler("client-scheduler")
+        self.chains: dict[str, FollowedChain] = {}
+        self._stop = threading.Event()
+        self._housekeeper: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self.ready = threading.Event()
+
+    def start(self) -> None:
+        self.scheduler.start()
+        for chain in self.config.chains:
+            self._start_chain(chain)
+        self._housekeeper = threading.Thread(target=self._housekeeping, name="client-housekeeping", daemon=True)
+        self._housekeeper.start()
+        self.ready.set()
+
+    def _start_chain(self, chain: ClientChain) -> None:
+        followed = FollowedChain(chain, self)
+        try:
+            followed.start()
+        except OSError as exc:
+            logger.error("Error starting chain %s: %s", chain.name, exc)
+            followed.stop(1.0)
+            return
+        self.chains[chain.name] = followed
+        followed.heartbeat()
+        logger.info("Chain %s following %s on %s", chain.name, " ".join(str(p) for p in chain.providers),
+                    chain.topic)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self.scheduler.stop()
+        for followed in list(self.chains.values()):
+            followed.stop(timeout)
+        self.chains.clear()
+        if self._housekeeper is not None:
+            self._housekeeper.join(timeout)
+        self.state.close()
+
+    def reload(self, config: Config) -> None:
+        old = {c.name: c for c in self.config.chains}
+        new = {c.name: c for c in config.chains}
+        with self._lock:
+            for name in old.keys() - new.keys():
+                logger.info("Chain %s removed", name)
+                self.chains.pop(name).stop(5.0)
+                self.metrics.remove_chain(name)
+            for name, chain in new.items():
+                if name in old and old[name] == chain:
+                    continue
+                if name in self.chains:
+                    logger.info("Chain %s changed: restarting it", name)
+                    self.chains.pop(name).stop(5.0)
+                else:
+                    logger.info("Chain %s added", name)
+                self._start_chain(chain)
+            self.config = config
+        self.metrics.reloads.labels("success").inc()
+
+    def _housekeeping(self) -> None:
+        while not self._stop.wait(1.0):
+            for followed in list(self.chains.values()):
+                try:
+                    followed.heartbeat()
+                except Exception:  # noqa: BLE001
+                    logger.exception("Heartbeat failed")
+
+    def health(self) -> dict[str, Any]:
+        chains = {}
+        now = time.monotonic()
+        for name, followed in self.chains.items():
+            silent = min((now - t for t in followed.provider_last_message.values()), default=None)
+            chains[name] = {"listening": followed._thread is not None and followed._thread.is_alive(),
+                            "pending": len(followed.pending), "seconds_since_last_message": silent}
+        return {"chains": chains, "ok": all(c["listening"] for c in chains.values())}
+
+    def fatal_error(self) -> str | None:
+        return None
