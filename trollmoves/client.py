@@ -413,6 +413,14 @@ class FollowedChain:
             success = self._request_push(source)
             if success is not None:
                 break
+        if success is not None:
+            source, reply = success
+            try:
+                self._finish(entry, source, reply)
+            finally:
+                with self.lock:  # only now: a catch-up seeing the file meanwhile finds it pending or handled
+                    self.pending.pop(key, None)
+            return
         with self.lock:
             self.pending.pop(key, None)
         if success is None:
@@ -434,9 +442,6 @@ class FollowedChain:
             else:
                 logger.error("Chain %s: could not get a working source for %s; giving up after %d attempts "
                              "(kept as pending in the state store)", chain.name, uids, entry.attempts)
-            return
-        source, reply = success
-        self._finish(entry, source, reply)
 
     def _request_push(self, source: messaging.Message) -> tuple[messaging.Message, messaging.Message] | None:
         chain = self.chain
