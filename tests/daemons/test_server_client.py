@@ -1,0 +1,343 @@
+"""Server and client end to end: real sockets, real files, real SFTP/FTP servers.
+
+What a user sees is asserted: bytes at the destination, messages on the wire
+(types, order, fields), error replies, exit codes.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+import xxhash
+
+from tests.daemons.conftest import (Collector, DaemonProcess, free_port, load, running, script, sha256,
+                                    wait_for, write)
+from trollmoves import messaging
+from trollmoves.client import Client
+from trollmoves.server import Server, ServerOptions
+from trollmoves.state import StateStore
+
+
+def server_config(dirs, request_port, extra=""):
+    return load(write(dirs["state"] / "server.ini", f"""
+        [chain]
+        origin = {dirs['src']}/{{platform_name}}_{{number:03d}}.dat
+        topic = /test/files
+        request_port = {request_port}
+        request_address = 127.0.0.1
+        request_bind_address = 127.0.0.1
+        info = sensor=avhrr;stations=a,b
+        {extra}
+    """), "server")
+
+
+def client_config(dirs, publish_port, destination=None, extra="", name="chain", path=None):
+    destination = destination or f"file://{dirs['dst']}/"
+    return load(write(path or dirs["state"] / "client.ini", f"""
+        [{name}]
+        providers = 127.0.0.1:{publish_port}
+        destination = {destination}
+        topic = /test/files
+        publish_port = 0
+        publish_address = 127.0.0.1
+        nameservers = False
+        transfer_req_timeout = 5
+        {extra}
+    """), "client")
+
+
+def new_server(dirs, extra="", **options):
+    return Server(server_config(dirs, free_port(), extra),
+                  ServerOptions(publish_port=0, publish_address="127.0.0.1", **options))
+
+
+def drop(dirs, count, prefix="NOAA19", size=1000, start=0):
+    paths = []
+    for index in range(start, start + count):
+        path = dirs["src"] / f"{prefix}_{index:03d}.dat"
+        path.write_bytes(os.urandom(size))
+        paths.append(str(path))
+    return paths
+
+
+def test_local_transfer_messages_and_bytes(dirs):
+    server = new_server(dirs)
+    with running(server):
+        client = Client(client_config(dirs, server.publisher.port), state=StateStore(str(dirs["state"] / "c.db")))
+        with running(client):
+            chain = client.chains["chain"]
+            with Collector([f"tcp://127.0.0.1:{server.publisher.port}",
+                            f"tcp://127.0.0.1:{chain.publisher.port}"], "/test") as seen:
+                sources = drop(dirs, 3)
+                wait_for(lambda: len(seen.finals()) == 3, what="three final messages")
+                time.sleep(0.3)
+    for path in sources:
+        assert sha256(str(dirs["dst"] / os.path.basename(path))) == sha256(path)
+    announcements = seen.of_type("file", with_key="request_address")
+    assert len(announcements) == 3
+    first = announcements[0].data
+    assert list(first)[:7] == ["sensor", "stations", "platform_name", "number", "uri", "uid", "request_address"]
+    assert first["stations"] == ["a", "b"] and first["platform_name"] == "NOAA19"
+    assert first["request_address"] == server.request_address(server.config.chains[0])
+    with open(first["uri"], "rb") as stream:
+        assert first["checksum"] == {"method": "xxh3_128", "value": xxhash.xxh3_128_hexdigest(stream.read())}
+    assert first["size"] == 1000
+    for final in seen.finals():
+        data = final.data
+        assert data["uri"] == str(dirs["dst"] / data["uid"])
+        assert data["origin"] == first["request_address"]
+        assert "destination" not in data and "request_address" not in data
+        assert final.subject == "/test/files"
+    # order on the client's publisher: push, then ack, then the final file message, per file
+    for uid in (os.path.basename(p) for p in sources):
+        order = [m.type for _, m in seen.messages if isinstance(m.data, dict) and m.data.get("uid") == uid
+                 and m.type in ("push", "ack") or (m.type == "file" and m.data.get("uid") == uid
+                                                   and "request_address" not in m.data)]
+        assert order == ["push", "ack", "file"], order
+    assert len(seen.finals()) == 3, "each file announced once to the client's subscribers"
+
+
+def test_sftp_destination(dirs, sshd_server):
+    extra = (f"connection_parameters__ssh_private_key_file = {sshd_server.client_key}\n"
+             f"        connection_parameters__known_hosts = {sshd_server.known_hosts}")
+    server = new_server(dirs, extra)
+    target = f"{sshd_server.root}/sftp-dst"
+    with running(server):
+        client = Client(client_config(dirs, server.publisher.port,
+                                      f"sftp://{sshd_server.user}@127.0.0.1:{sshd_server.port}{target}/"),
+                        state=StateStore(None))
+        with running(client), Collector([f"tcp://127.0.0.1:{client.chains['chain'].publisher.port}"],
+                                        "/test") as seen:
+            sources = drop(dirs, 2, size=300_000)
+            wait_for(lambda: len(seen.finals()) == 2, what="two final messages")
+    for path in sources:
+        assert sha256(os.path.join(target, os.path.basename(path))) == sha256(path)
+    uri = seen.finals()[0].data["uri"]
+    assert uri.startswith(target) or uri.startswith(f"sftp://{sshd_server.user}@127.0.0.1:{sshd_server.port}")
+
+
+def test_ftp_destination_with_login(dirs, ftp_server):
+    server = new_server(dirs)
+    with running(server):
+        client = Client(client_config(dirs, server.publisher.port,
+                                      f"ftp://127.0.0.1:{ftp_server.port}/incoming/",
+                                      extra=f"login = {ftp_server.user}:{ftp_server.password}\n"
+                                            f"        create_target_directory = False"),
+                        state=StateStore(None))
+        with running(client), Collector([f"tcp://127.0.0.1:{client.chains['chain'].publisher.port}"],
+                                        "/test") as seen:
+            sources = drop(dirs, 2)
+            wait_for(lambda: len(seen.finals()) == 2, what="two final messages")
+    for path in sources:
+        assert sha256(os.path.join(ftp_server.root, "incoming", os.path.basename(path))) == sha256(path)
+    published = [m.encode() for _, m in seen.messages]
+    assert not any(ftp_server.password in text for text in published), "the FTP password was published"
+    push = seen.of_type("push")[0]
+    assert push.data["destination"].startswith(f"ftp://{ftp_server.user}@127.0.0.1")
+
+
+def _push(server, data, destination):
+    request = dict(data)
+    request["destination"] = destination
+    address = server.request_address(server.config.chains[0])
+    return messaging.Requester(address).request(messaging.make_message("/test/files", "push", request), 10)
+
+
+def test_requests_outside_the_announced_files_are_refused(dirs, tmp_path):
+    server = new_server(dirs)
+    outside = tmp_path / "secret"
+    outside.mkdir()
+    (outside / "NOAA19_001.dat").write_bytes(b"secret")
+    with running(server), Collector([f"tcp://127.0.0.1:{server.publisher.port}"], "/test") as seen:
+        drop(dirs, 1)
+        wait_for(lambda: seen.of_type("file"), what="an announcement")
+        good = dict(seen.of_type("file")[0].data)
+        (dirs["src"] / "NOAA19_050.dat").write_bytes(b"x")  # in origin, never announced: written below
+        os.symlink(outside / "NOAA19_001.dat", dirs["src"] / ".hidden_link")
+        attempts = {
+            "dot-dot": str(dirs["src"] / ".." / "secret" / "NOAA19_001.dat"),
+            "absolute elsewhere": str(outside / "NOAA19_001.dat"),
+            "system file": "/etc/passwd",
+            "symlink out": str(dirs["src"] / ".hidden_link"),
+        }
+        for what, uri in attempts.items():
+            reply = _push(server, dict(good, uri=uri, uid=os.path.basename(uri)), f"file://{dirs['dst']}/")
+            assert reply.type == "err", what
+            assert reply.data == f"{uri} not reachable", what
+        assert os.listdir(dirs["dst"]) == []
+        reply = _push(server, good, f"file://{dirs['dst']}/")
+        assert reply.type == "file" and reply.data["destination"] == f"file://{dirs['dst']}/"
+    refused = server.metrics.registry.get_sample_value("trollmoves_requests_refused_total",
+                                                       {"chain": "chain", "reason": "not_announced"})
+    assert refused == 4
+
+
+def test_destination_allow_list(dirs, tmp_path):
+    server = new_server(dirs, f"allowed_destinations = file://{dirs['dst']}/")
+    with running(server), Collector([f"tcp://127.0.0.1:{server.publisher.port}"], "/test") as seen:
+        drop(dirs, 1)
+        wait_for(lambda: seen.of_type("file"), what="an announcement")
+        data = seen.of_type("file")[0].data
+        assert _push(server, data, f"file://{tmp_path}/elsewhere/").type == "err"
+        assert _push(server, data, f"file://{dirs['dst']}/").type == "file"
+
+
+def test_repeated_push_transfers_once(dirs):
+    server = new_server(dirs)
+    with running(server), Collector([f"tcp://127.0.0.1:{server.publisher.port}"], "/test") as seen:
+        drop(dirs, 1, size=5_000_000)
+        wait_for(lambda: seen.of_type("file"), what="an announcement")
+        data = seen.of_type("file")[0].data
+        replies = []
+        threads = [threading.Thread(target=lambda: replies.append(_push(server, data, f"file://{dirs['dst']}/")))
+                   for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert [r.type for r in replies] == ["file"] * 4
+        assert _push(server, data, f"file://{dirs['dst']}/").type == "file"
+    done = server.metrics.registry.get_sample_value("trollmoves_transfers_succeeded_total",
+                                                    {"chain": "chain", "scheme": "file"})
+    assert done == 1
+
+
+def test_ping_info_unknown_and_malformed(dirs):
+    import zmq
+
+    server = new_server(dirs, "station = norrkoping")
+    with running(server):
+        address = server.request_address(server.config.chains[0])
+        requester = messaging.Requester(address)
+        pong = requester.request(messaging.make_message("/test/files", "ping"), 5)
+        assert (pong.type, pong.data) == ("pong", {"station": "norrkoping"})
+        assert requester.request(messaging.make_message("/test/files", "bogus"), 5).type == "unknown"
+        info = requester.request(messaging.make_message("/test", "info", {"max_count": 5}), 5)
+        assert info.type == "info" and info.data["max_count"] == 5 and info.data["files"] == []
+        context = zmq.Context.instance()
+        sock = context.socket(zmq.REQ)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(f"tcp://{address}")
+        sock.send(b"this is not a pytroll message")
+        assert sock.poll(5000), "no reply to a malformed request"
+        assert messaging.decode(sock.recv()).type == "err"
+        sock.close()
+        assert requester.request(messaging.make_message("/test/files", "ping"), 5).type == "pong"
+
+
+def test_client_restart_catches_up_without_duplicates(dirs):
+    server = new_server(dirs)
+    state_path = str(dirs["state"] / "client.db")
+    with running(server):
+        cfg = client_config(dirs, server.publisher.port)
+        client = Client(cfg, state=StateStore(state_path))
+        with running(client):
+            first = drop(dirs, 3)
+            wait_for(lambda: len(os.listdir(dirs["dst"])) == 3, what="first files")
+        # the client is down: these announcements reach nobody
+        missed = drop(dirs, 4, start=10)
+        time.sleep(0.5)
+        client = Client(cfg, state=StateStore(state_path))
+        with running(client), Collector([f"tcp://127.0.0.1:{client.chains['chain'].publisher.port}"],
+                                        "/test") as seen:
+            later = drop(dirs, 2, start=20)
+            wait_for(lambda: len(os.listdir(dirs["dst"])) == 9, what="all nine files")
+            time.sleep(1.0)
+    for path in first + missed + later:
+        assert sha256(str(dirs["dst"] / os.path.basename(path))) == sha256(path)
+    uids = [m.data["uid"] for m in seen.finals()]
+    assert sorted(uids) == sorted(os.path.basename(p) for p in missed + later), "re-transferred or skipped"
+    pushed = server.metrics.registry.get_sample_value("trollmoves_transfers_succeeded_total",
+                                                      {"chain": "chain", "scheme": "file"})
+    assert pushed == 9
+
+
+def test_two_providers_one_transfer_and_failover(dirs, tmp_path):
+    """The same file announced by two servers is requested once; a failing server is skipped."""
+    broken_dirs = dict(dirs, src=dirs["src"])
+    good = new_server(dirs)
+    other = Server(server_config({"src": dirs["src"], "state": tmp_path}, free_port()),
+                   ServerOptions(publish_port=0, publish_address="127.0.0.1"))
+    with running(good), running(other):
+        cfg = load(write(dirs["state"] / "two.ini", f"""
+            [chain]
+            providers = 127.0.0.1:{good.publisher.port} 127.0.0.1:{other.publisher.port}
+            destination = file://{dirs['dst']}/
+            topic = /test/files
+            nameservers = False
+            publish_address = 127.0.0.1
+        """), "client")
+        client = Client(cfg, state=StateStore(None))
+        with running(client), Collector([f"tcp://127.0.0.1:{client.chains['chain'].publisher.port}"],
+                                        "/test") as seen:
+            drop(broken_dirs, 3)
+            wait_for(lambda: len(seen.finals()) == 3, what="three files")
+            time.sleep(0.5)
+    assert len(seen.finals()) == 3
+    total = sum(s.metrics.registry.get_sample_value("trollmoves_transfers_succeeded_total",
+                                                    {"chain": "chain", "scheme": "file"}) for s in (good, other))
+    assert total == 3
+
+
+@pytest.mark.timeout(180)
+def test_console_scripts_reload_and_stop(dirs, tmp_path):
+    publish_port, request_port = free_port(), free_port()
+    server_ini = write(tmp_path / "server.ini", f"""
+        [chain]
+        origin = {dirs['src']}/{{name}}.dat
+        topic = /test/files
+        request_port = {request_port}
+        request_address = 127.0.0.1
+    """)
+    client_ini = write(tmp_path / "client.ini", f"""
+        [trollmoves]
+        state_directory = {dirs['state']}
+        [chain]
+        providers = 127.0.0.1:{publish_port}
+        destination = file://{dirs['dst']}/
+        topic = /test/files
+        publish_port = 0
+        nameservers = False
+    """)
+    server = DaemonProcess([script("move_it_server.py"), "-p", str(publish_port), "--publish-address",
+                            "127.0.0.1", "-v", server_ini], tmp_path / "server.log").start()
+    client = DaemonProcess([script("move_it_client.py"), "-v", client_ini], tmp_path / "client.log").start()
+    try:
+        server.wait_log("Chain chain watching")
+        client.wait_log("Chain chain following")
+        assert "using compiled speedups" in server.log() or "using pure-Python twin" in server.log()
+        time.sleep(0.5)
+        (dirs["src"] / "one.dat").write_bytes(b"1" * 100)
+        wait_for(lambda: (dirs["dst"] / "one.dat").exists(), what="one.dat at the destination")
+        # add a chain and reload with SIGHUP
+        other_src = tmp_path / "src2"
+        other_src.mkdir()
+        with open(server_ini, "a", encoding="utf-8") as stream:
+            stream.write(f"\n[second]\norigin = {other_src}/{{name}}.dat\ntopic = /test/files\n"
+                         f"request_port = {free_port()}\nrequest_address = 127.0.0.1\n")
+        server.proc.send_signal(signal.SIGHUP)
+        server.wait_log("Chain second added")
+        (other_src / "two.dat").write_bytes(b"2" * 100)
+        wait_for(lambda: (dirs["dst"] / "two.dat").exists(), what="two.dat via the reloaded chain")
+    finally:
+        assert server.stop() == 0, server.log()[-2000:]
+        assert client.stop() == 0, client.log()[-2000:]
+
+
+def test_broken_config_exits_nonzero_with_a_clear_message(tmp_path):
+    bad = write(tmp_path / "bad.ini", """
+        [chain]
+        origin = /data/{name.dat
+        topic = /x
+        request_port = 9
+    """)
+    proc = DaemonProcess([script("move_it_server.py"), "-p", str(free_port()), bad], tmp_path / "bad.log").start()
+    code = proc.proc.wait(30)
+    proc.stop()
+    assert code != 0
+    assert "bad.ini [chain] origin" in proc.log()
+    assert "Traceback" not in proc.log()
