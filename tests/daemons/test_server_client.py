@@ -341,3 +341,70 @@ def test_broken_config_exits_nonzero_with_a_clear_message(tmp_path):
     assert code != 0
     assert "bad.ini [chain] origin" in proc.log()
     assert "Traceback" not in proc.log()
+
+
+@pytest.mark.timeout(240)
+def test_hot_spare_pair_primary_killed_midway(dirs, tmp_path):
+    """Two clients, same section; the primary is killed with SIGKILL midway: every file exactly once."""
+    publish_port, request_port, primary_port = free_port(), free_port(), free_port()
+    server_ini = write(tmp_path / "server.ini", f"""
+        [chain]
+        origin = {dirs['src']}/{{name}}.dat
+        topic = /test/files
+        request_port = {request_port}
+        request_address = 127.0.0.1
+    """)
+    common = f"""
+        destination = file://{dirs['dst']}/
+        topic = /test/files
+        nameservers = False
+        transfer_req_timeout = 2
+    """
+    primary_ini = write(tmp_path / "primary.ini", f"""
+        [trollmoves]
+        state_directory = {tmp_path}/primary-state
+        [chain]
+        providers = 127.0.0.1:{publish_port}
+        publish_port = {primary_port}
+        {common}
+    """)
+    secondary_ini = write(tmp_path / "secondary.ini", f"""
+        [trollmoves]
+        state_directory = {tmp_path}/secondary-state
+        [chain]
+        providers = 127.0.0.1:{publish_port} 127.0.0.1:{primary_port}
+        publish_port = 0
+        processing_delay = 0.5
+        {common}
+    """)
+    server = DaemonProcess([script("move_it_server.py"), "-p", str(publish_port), "-v", server_ini],
+                           tmp_path / "server.log").start()
+    primary = DaemonProcess([script("move_it_client.py"), "-v", primary_ini], tmp_path / "primary.log").start()
+    secondary = DaemonProcess([script("move_it_client.py"), "-v", secondary_ini],
+                              tmp_path / "secondary.log").start()
+    names = [f"file{index:03d}" for index in range(40)]
+    try:
+        server.wait_log("Chain chain watching")
+        primary.wait_log("Chain chain following")
+        secondary.wait_log("Chain chain following")
+        time.sleep(1.0)
+        for index, name in enumerate(names):
+            (dirs["src"] / f"{name}.dat").write_bytes(os.urandom(50_000))
+            if index == 20:
+                primary.kill(signal.SIGKILL)
+            time.sleep(0.05)
+        wait_for(lambda: all((dirs["dst"] / f"{n}.dat").exists() for n in names), timeout=90,
+                 what="every file at the destination")
+        time.sleep(1.0)
+    finally:
+        secondary.stop()
+        primary.stop()
+        server.stop()
+    for name in names:
+        assert sha256(str(dirs["dst"] / f"{name}.dat")) == sha256(str(dirs["src"] / f"{name}.dat"))
+    server_log = server.log()
+    for name in names:
+        assert server_log.count(f"pushed {dirs['src']}/{name}.dat") == 1, f"{name} transferred more than once"
+    received = primary.log().count("received file") + secondary.log().count("received file")
+    assert received >= len(names)
+    assert secondary.log().count("received file") > 0, "the spare never took over"
