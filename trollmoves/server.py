@@ -676,6 +676,7 @@ class Server:
     """The server service: chains, one publisher, a deleter, and the housekeeping loop."""
 
     kind = "server"
+    chain_class: type = ServedChain
 
     def __init__(self, config: Config, options: ServerOptions | None = None, metrics: Metrics | None = None,
                  transfers=None):
@@ -749,7 +750,7 @@ class Server:
 
     # internals ------------------------------------------------------------------------------------
     def _start_chain(self, chain: ServerChain) -> None:
-        served = ServedChain(chain, self)
+        served = self.chain_class(chain, self)
         try:
             served.start()
         except OSError as exc:
