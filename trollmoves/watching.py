@@ -49,6 +49,14 @@ def scan(directory: str, recursive: bool) -> list[str]:
     return sorted(found)
 
 
+def _identity(directory: str) -> tuple[int, int] | None:
+    try:
+        stat = os.stat(directory)
+    except OSError:
+        return None
+    return (stat.st_dev, stat.st_ino)
+
+
 class _Handler(pyinotify.ProcessEvent):
     def my_init(self, watcher: InotifyWatcher) -> None:  # pyinotify's init hook
         self.watcher = watcher
@@ -66,6 +74,15 @@ class _Handler(pyinotify.ProcessEvent):
         if event.dir:
             self.watcher._directory_appeared(event.pathname)
 
+    def process_IN_DELETE_SELF(self, event) -> None:  # noqa: N802
+        self.watcher._gone(event.pathname)
+
+    def process_IN_MOVE_SELF(self, event) -> None:  # noqa: N802
+        self.watcher._gone(event.pathname)
+
+    def process_IN_IGNORED(self, event) -> None:  # noqa: N802
+        self.watcher._gone(event.pathname)
+
     def process_IN_Q_OVERFLOW(self, event) -> None:  # noqa: N802
         logger.warning("inotify queue overflow on %s: rescanning", self.watcher.directory)
         self.watcher._rescan()
@@ -77,7 +94,8 @@ class _Handler(pyinotify.ProcessEvent):
 class InotifyWatcher:
     """Report files closed after writing or moved in, under ``directory``."""
 
-    mask = (pyinotify.IN_CLOSE_WRITE | pyinotify.IN_MOVED_TO | pyinotify.IN_CREATE | pyinotify.IN_Q_OVERFLOW)
+    mask = (pyinotify.IN_CLOSE_WRITE | pyinotify.IN_MOVED_TO | pyinotify.IN_CREATE | pyinotify.IN_Q_OVERFLOW
+            | pyinotify.IN_DELETE_SELF | pyinotify.IN_MOVE_SELF)
 
     def __init__(self, directory: str, on_file: FileCallback, recursive: bool = False,
                  on_overflow: Callable[[], None] | None = None):
@@ -93,6 +111,8 @@ class InotifyWatcher:
     def start(self) -> InotifyWatcher:
         if not os.path.isdir(self.directory):
             raise FileNotFoundError(f"watched directory does not exist: {self.directory}")
+        self._identity = _identity(self.directory)
+        self._root_gone = False
         result = self._wm.add_watch(self.directory, self.mask, rec=self.recursive, auto_add=self.recursive,
                                     quiet=False)
         if any(wd < 0 for wd in result.values()):
@@ -102,7 +122,15 @@ class InotifyWatcher:
         return self
 
     def is_alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive() and os.path.isdir(self.directory)
+        """Running, and still watching the directory at that path (not a deleted one it replaced)."""
+        return (self._thread is not None and self._thread.is_alive() and not self._root_gone
+                and _identity(self.directory) == self._identity)
+
+    def _gone(self, path: str) -> None:
+        """The watched directory itself was deleted or moved away: this watcher is dead."""
+        if path is not None and os.path.normpath(path) == os.path.normpath(self.directory):
+            logger.warning("Watched directory %s was removed or moved", self.directory)
+            self._root_gone = True
 
     def _run(self) -> None:
         try:
