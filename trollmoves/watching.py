@@ -18,7 +18,10 @@ import os
 import threading
 from collections.abc import Callable
 
-import pyinotify
+try:  # pyinotify imports asyncore, which Python 3.12 removed: watchdog's inotify observer replaces it there
+    import pyinotify
+except ImportError:  # pragma: no cover - exercised on Python >= 3.12
+    pyinotify = None
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +60,7 @@ def _identity(directory: str) -> tuple[int, int] | None:
     return (stat.st_dev, stat.st_ino)
 
 
-class _Handler(pyinotify.ProcessEvent):
+class _Handler(pyinotify.ProcessEvent if pyinotify else object):
     def my_init(self, watcher: InotifyWatcher) -> None:  # pyinotify's init hook
         self.watcher = watcher
 
@@ -91,11 +94,11 @@ class _Handler(pyinotify.ProcessEvent):
         pass
 
 
-class InotifyWatcher:
-    """Report files closed after writing or moved in, under ``directory``."""
+class PyinotifyWatcher:
+    """Report files closed after writing or moved in, under ``directory`` (pyinotify)."""
 
     mask = (pyinotify.IN_CLOSE_WRITE | pyinotify.IN_MOVED_TO | pyinotify.IN_CREATE | pyinotify.IN_Q_OVERFLOW
-            | pyinotify.IN_DELETE_SELF | pyinotify.IN_MOVE_SELF)
+            | pyinotify.IN_DELETE_SELF | pyinotify.IN_MOVE_SELF) if pyinotify else 0
 
     def __init__(self, directory: str, on_file: FileCallback, recursive: bool = False,
                  on_overflow: Callable[[], None] | None = None):
@@ -235,3 +238,67 @@ class PollingWatcher:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
+
+
+class WatchdogInotifyWatcher:
+    """The same reports through watchdog's inotify observer (used where pyinotify cannot import)."""
+
+    def __init__(self, directory: str, on_file: FileCallback, recursive: bool = False,
+                 on_overflow: Callable[[], None] | None = None):
+        from watchdog.events import FileSystemEventHandler
+        from watchdog.observers.inotify import InotifyObserver
+
+        self.directory = directory
+        self.on_file = on_file
+        self.recursive = recursive
+        watcher = self
+
+        class Handler(FileSystemEventHandler):
+            def on_closed(self, event):
+                if not event.is_directory and not is_temporary_name(event.src_path):
+                    watcher.on_file(event.src_path)
+
+            def on_deleted(self, event):
+                if os.path.normpath(event.src_path) == os.path.normpath(watcher.directory):
+                    watcher._root_gone = True
+
+            def on_moved(self, event):
+                if os.path.normpath(event.src_path) == os.path.normpath(watcher.directory):
+                    watcher._root_gone = True
+                    return
+                if event.is_directory:
+                    if watcher.recursive:
+                        for path in scan(event.dest_path, True):
+                            watcher.on_file(path)
+                elif not is_temporary_name(event.dest_path):
+                    watcher.on_file(event.dest_path)
+
+            def on_created(self, event):
+                if event.is_directory and watcher.recursive:
+                    for path in scan(event.src_path, True):
+                        watcher.on_file(path)
+
+        self._handler = Handler()
+        self._observer = InotifyObserver(generate_full_events=True)
+        self._identity: tuple[int, int] | None = None
+        self._root_gone = False
+
+    def start(self) -> WatchdogInotifyWatcher:
+        if not os.path.isdir(self.directory):
+            raise FileNotFoundError(f"watched directory does not exist: {self.directory}")
+        self._identity = _identity(self.directory)
+        self._observer.schedule(self._handler, self.directory, recursive=self.recursive)
+        self._observer.start()
+        return self
+
+    def is_alive(self) -> bool:
+        return (self._observer.is_alive() and not self._root_gone
+                and _identity(self.directory) == self._identity)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._observer.stop()
+        if self._observer.is_alive():
+            self._observer.join(timeout)
+
+
+InotifyWatcher = PyinotifyWatcher if pyinotify is not None else WatchdogInotifyWatcher
