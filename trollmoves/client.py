@@ -230,8 +230,13 @@ class FollowedChain:
     def start(self) -> None:
         chain = self.chain
         self.metrics.init_chain(chain.name)
+        from trollmoves.server import publisher_curve
+
+        self.curve = (messaging.CurveClientKeys(chain.curve_secret_key_file, chain.curve_server_public_key_file)
+                      if chain.curve_secret_key_file else None)
         self.publisher = messaging.Publisher(f"move_it_{chain.name}", chain.publish_port, chain.publish_address,
-                                             nameservers=chain.nameservers).start()
+                                             nameservers=chain.nameservers,
+                                             curve=publisher_curve(self.client.config)).start()
         self._thread = threading.Thread(target=self._receive_loop, name=f"listen:{chain.name}", daemon=True)
         self._ready = threading.Event()
         self._thread.start()
@@ -263,7 +268,8 @@ class FollowedChain:
     def _receive_loop(self) -> None:
         chain = self.chain
         subscriber = messaging.Subscriber(
-            (), self._topics(), on_malformed=lambda _e: self.metrics.messages_malformed.labels(chain.name).inc())
+            (), self._topics(), on_malformed=lambda _e: self.metrics.messages_malformed.labels(chain.name).inc(),
+            curve=self.curve)
         self.subscriber = subscriber
         for provider in chain.providers:
             topics = None
@@ -471,7 +477,7 @@ class FollowedChain:
         self.metrics.transfers_started.labels(chain.name, scheme).inc()
         started = time.monotonic()
         try:
-            reply = messaging.Requester(request_address).request(
+            reply = messaging.Requester(request_address, self.curve).request(
                 messaging.make_message(source.subject, "push", request_data),
                 timeout=chain.transfer_req_timeout * 3, resend_after=chain.transfer_req_timeout)
         except (RequestError, MessageDecodeError) as exc:
@@ -562,7 +568,7 @@ class FollowedChain:
         if not request_address:
             return
         try:
-            messaging.Requester(str(request_address)).request(
+            messaging.Requester(str(request_address), self.curve).request(
                 messaging.make_message(announcement.subject, "ack", dict(announcement.data)),
                 timeout=max(self.chain.req_timeout, 0.1) * 3, resend_after=None)
         except RequestError as exc:
@@ -572,7 +578,7 @@ class FollowedChain:
         """Ask a server for what it announced since ``since`` and request the files missed."""
         topic = self.chain.topic or "/"
         try:
-            reply = messaging.Requester(request_address).request(
+            reply = messaging.Requester(request_address, self.curve).request(
                 messaging.make_message(topic, "info", {"catch_up": {"since": since}, "max_count": 0}),
                 timeout=max(self.chain.transfer_req_timeout, 2.0))
         except RequestError as exc:

@@ -148,6 +148,102 @@ def _tcp(host: str, port: int | str) -> str:
 
 
 # --------------------------------------------------------------------------------------------------
+# CURVE authentication (ZeroMQ CURVE directly: posttroll 1.13 has it only process-wide)
+# --------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CurveServerKeys:
+    """A binding socket that requires CURVE: its own key pair and the directory of allowed client keys."""
+
+    secret_key_file: str
+    clients_directory: str
+
+
+@dataclass(frozen=True)
+class CurveClientKeys:
+    """A connecting socket that authenticates with CURVE: its key pair and the server's public key."""
+
+    secret_key_file: str
+    server_public_key_file: str
+
+
+class SecureBinding:
+    """An own zmq context with its own ZAP authenticator, for the CURVE sockets of one object.
+
+    posttroll shares one authenticator per process and stops it with the first
+    publisher that stops (its pitfall); owning context and authenticator here
+    means one service's stop never disables another's authentication.
+    """
+
+    def __init__(self, keys: CurveServerKeys):
+        from zmq.auth import load_certificate
+        from zmq.auth.thread import ThreadAuthenticator
+
+        self.context = zmq.Context()
+        self.authenticator = ThreadAuthenticator(self.context)
+        self.authenticator.start()
+        self.authenticator.configure_curve(domain="*", location=keys.clients_directory)
+        self.public, self.secret = load_certificate(keys.secret_key_file)
+        if self.secret is None:
+            raise ValueError(f"{keys.secret_key_file} holds no secret key")
+
+    def socket(self, socket_type: int, address: str, options: dict, port_range: tuple[int, int]):
+        sock = self.context.socket(socket_type)
+        for option, value in options.items():
+            sock.setsockopt(option, value)
+        sock.curve_secretkey = self.secret
+        sock.curve_publickey = self.public
+        sock.curve_server = True
+        parts = address.rsplit(":", 1)
+        if parts[1] == "0":
+            port = sock.bind_to_random_port(parts[0], min_port=port_range[0], max_port=port_range[1])
+        else:
+            sock.bind(address)
+            port = int(parts[1])
+        return sock, port
+
+    def close(self) -> None:
+        self.authenticator.stop()
+        self.context.term()
+
+
+def curve_client_socket(socket_type: int, address: str, options: dict, keys: CurveClientKeys):
+    """A connecting socket with CURVE client keys (posttroll's context; no authenticator needed)."""
+    from zmq.auth import load_certificate
+
+    sock = get_context().socket(socket_type)
+    for option, value in options.items():
+        sock.setsockopt(option, value)
+    public, secret = load_certificate(keys.secret_key_file)
+    server_public, _ = load_certificate(keys.server_public_key_file)
+    sock.curve_secretkey = secret
+    sock.curve_publickey = public
+    sock.curve_serverkey = server_public
+    sock.connect(address)
+    return sock
+
+
+def _server_socket(socket_type: int, address: str, options: dict, curve: CurveServerKeys | None):
+    """(socket, port, secure binding or None): through posttroll, or with our own CURVE context."""
+    if curve is None:
+        sock, port, _ = set_up_server_socket(socket_type, address, options, _port_range())
+        return sock, port, None
+    binding = SecureBinding(curve)
+    try:
+        sock, port = binding.socket(socket_type, address, options, _port_range())
+    except zmq.ZMQError:
+        binding.close()
+        raise
+    return sock, port, binding
+
+
+def _client_socket(socket_type: int, address: str, options: dict, curve: CurveClientKeys | None):
+    if curve is None:
+        return set_up_client_socket(socket_type, address, options)
+    return curve_client_socket(socket_type, address, options, curve)
+
+
+# --------------------------------------------------------------------------------------------------
 # Publisher
 # --------------------------------------------------------------------------------------------------
 
@@ -166,8 +262,11 @@ class Publisher:
     def __init__(self, name: str, port: int = 0, bind_address: str = "*",
                  nameservers: Sequence[str] | bool | None = False, aliases: Sequence[str] = (),
                  advertise_address: str | None = None, sndhwm: int = DEFAULT_SNDHWM,
-                 send_timeout: float = 1.0, broadcast_interval: float = 2.0):
+                 send_timeout: float = 1.0, broadcast_interval: float = 2.0,
+                 curve: CurveServerKeys | None = None):
         self.name = name
+        self.curve = curve
+        self._binding: SecureBinding | None = None
         self._requested_port = int(port)
         self.bind_address = bind_address or "*"
         self.nameservers = nameservers
@@ -197,8 +296,8 @@ class Publisher:
     def start(self) -> Publisher:
         options = {zmq.SNDHWM: self.sndhwm, zmq.LINGER: 100, zmq.XPUB_NODROP: 1}
         try:
-            self._socket, self.port, _ = set_up_server_socket(
-                zmq.XPUB, _tcp(self.bind_address, self._requested_port), options, _port_range())
+            self._socket, self.port, self._binding = _server_socket(
+                zmq.XPUB, _tcp(self.bind_address, self._requested_port), options, self.curve)
         except zmq.ZMQError as exc:
             raise OSError(exc.errno, f"cannot bind publisher {self.name} on "
                                      f"{self.bind_address}:{self._requested_port}: {exc}") from None
@@ -258,6 +357,9 @@ class Publisher:
             if self._socket is not None:
                 close_socket(self._socket)
                 self._socket = None
+            if self._binding is not None:
+                self._binding.close()
+                self._binding = None
 
     close = stop
 
@@ -287,8 +389,10 @@ class Subscriber:
 
     def __init__(self, addresses: Iterable[str] = (), topics: str | Iterable[str] = "",
                  rcvhwm: int = DEFAULT_RCVHWM,
-                 on_malformed: Callable[[MessageDecodeError], None] | None = None):
+                 on_malformed: Callable[[MessageDecodeError], None] | None = None,
+                 curve: CurveClientKeys | None = None):
         self.topics = magickfy_topics(topics)
+        self.curve = curve
         self.rcvhwm = rcvhwm
         self.on_malformed = on_malformed
         self.malformed = 0
@@ -305,7 +409,7 @@ class Subscriber:
         if address in self._sockets:
             return
         options = {zmq.RCVHWM: self.rcvhwm, zmq.LINGER: 0}
-        sock = set_up_client_socket(zmq.SUB, address, options)
+        sock = _client_socket(zmq.SUB, address, options, self.curve)
         for topic in magickfy_topics(topics) if topics is not None else self.topics:
             sock.setsockopt_string(zmq.SUBSCRIBE, topic)
         self._sockets[address] = sock
@@ -373,8 +477,11 @@ class RequestServer:
     thread (worker pools): replies are queued and a pipe wakes the owner's poll.
     """
 
-    def __init__(self, port: int, bind_address: str = "*", rcvhwm: int = 10_000):
+    def __init__(self, port: int, bind_address: str = "*", rcvhwm: int = 10_000,
+                 curve: CurveServerKeys | None = None):
         self.requested_port = port
+        self.curve = curve
+        self._binding: SecureBinding | None = None
         self.bind_address = bind_address or "*"
         self.rcvhwm = rcvhwm
         self.port: int | None = None
@@ -387,8 +494,8 @@ class RequestServer:
     def start(self) -> RequestServer:
         options = {zmq.RCVHWM: self.rcvhwm, zmq.LINGER: 100, zmq.ROUTER_MANDATORY: 0}
         try:
-            self._socket, self.port, _ = set_up_server_socket(
-                zmq.ROUTER, _tcp(self.bind_address, self.requested_port), options, _port_range())
+            self._socket, self.port, self._binding = _server_socket(
+                zmq.ROUTER, _tcp(self.bind_address, self.requested_port), options, self.curve)
         except zmq.ZMQError as exc:
             raise OSError(exc.errno, f"cannot bind request port {self.bind_address}:{self.requested_port}: "
                                      f"{exc}") from None
@@ -465,6 +572,9 @@ class RequestServer:
             if fd >= 0:
                 os.close(fd)
         self._wake_r = self._wake_w = -1
+        if self._binding is not None:
+            self._binding.close()
+            self._binding = None
 
 
 class Requester:
@@ -477,12 +587,13 @@ class Requester:
     request means a late reply can never be taken for the answer to another one.
     """
 
-    def __init__(self, address: str):
+    def __init__(self, address: str, curve: CurveClientKeys | None = None):
         self.address = address if address.startswith("tcp://") else f"tcp://{address}"
+        self.curve = curve
 
     def request(self, message: Message, timeout: float, resend_after: float | None = None) -> Message:
         raw = message.encode().encode("utf-8")
-        sock = set_up_client_socket(zmq.DEALER, self.address, {zmq.LINGER: 0})
+        sock = _client_socket(zmq.DEALER, self.address, {zmq.LINGER: 0}, self.curve)
         try:
             sock.send_multipart([b"", raw])
             deadline = time.monotonic() + timeout

@@ -27,7 +27,7 @@ from trollmoves import messaging
 from trollmoves.client import Scheduler, collect_uids, compose_destination
 from trollmoves.config import MirrorChain
 from trollmoves.errors import MessageDecodeError, RequestError
-from trollmoves.server import Server, ServedChain, ServerOptions, file_entries
+from trollmoves.server import Server, ServedChain, ServerOptions, file_entries, request_curve
 
 logger = logging.getLogger(__name__)
 
@@ -49,8 +49,8 @@ class MirroredChain(ServedChain):
     def start(self) -> None:
         self.metrics.init_chain(self.chain.name)
         if self.chain.request_port:
-            self.request_server = messaging.RequestServer(self.chain.request_port,
-                                                          self.chain.request_bind_address).start()
+            self.request_server = messaging.RequestServer(self.chain.request_port, self.chain.request_bind_address,
+                                                          curve=request_curve(self.chain, self.server.config)).start()
             self._spawn(self._serve_requests, f"requests:{self.chain.name}")
         self._spawn(self._upstream_loop, f"upstream:{self.chain.name}")
 

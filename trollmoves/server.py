@@ -118,6 +118,20 @@ def within(path: str, directory: str) -> bool:
     return real == base or real.startswith(base.rstrip(os.sep) + os.sep)
 
 
+def request_curve(chain, config: Config) -> messaging.CurveServerKeys | None:
+    """CURVE keys of a chain's request port: the chain's own, else the daemon's, else none."""
+    if getattr(chain, "curve_secret_key_file", None):
+        return messaging.CurveServerKeys(chain.curve_secret_key_file, chain.curve_clients_directory)
+    return publisher_curve(config)
+
+
+def publisher_curve(config: Config) -> messaging.CurveServerKeys | None:
+    daemon = config.daemon
+    if daemon.curve_secret_key_file and daemon.curve_clients_directory:
+        return messaging.CurveServerKeys(daemon.curve_secret_key_file, daemon.curve_clients_directory)
+    return None
+
+
 # --------------------------------------------------------------------------------------------------
 # Deleter: removes served files after a delay
 # --------------------------------------------------------------------------------------------------
@@ -250,8 +264,8 @@ class ServedChain:
     def start(self) -> None:
         self.metrics.init_chain(self.chain.name)
         if self.chain.request_port:
-            self.request_server = messaging.RequestServer(self.chain.request_port,
-                                                          self.chain.request_bind_address).start()
+            self.request_server = messaging.RequestServer(self.chain.request_port, self.chain.request_bind_address,
+                                                          curve=request_curve(self.chain, self.server.config)).start()
             self._spawn(self._serve_requests, f"requests:{self.chain.name}")
         self._spawn(self._announce_loop, f"announce:{self.chain.name}")
         if self.chain.listen:
@@ -700,7 +714,8 @@ class Server:
     # service protocol -----------------------------------------------------------------------------
     def start(self) -> None:
         self.publisher = messaging.Publisher(self.options.publisher_name, self.options.publish_port,
-                                             self.options.publish_address, nameservers=False).start()
+                                             self.options.publish_address, nameservers=False,
+                                             curve=publisher_curve(self.config)).start()
         self.deleter.start()
         if self.options.backlog_delay:
             time.sleep(self.options.backlog_delay)
