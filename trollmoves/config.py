@@ -27,6 +27,7 @@ from __future__ import annotations
 import configparser
 import dataclasses
 import logging
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -52,8 +53,19 @@ _DEPRECATED_CONNECTION_KEYS = ("connection_uptime", "ssh_key_filename", "ssh_con
 EMPTY_MAPPING: Mapping[str, Any] = MappingProxyType({})
 
 
+_NOTHING = object()
+
+
 class Invalid(ValueError):
-    """A value failed conversion; the text says what was expected."""
+    """A value failed conversion; the text says what was expected.
+
+    ``got`` is the part of the value at fault when it is not the whole value (one
+    item of a list), so that the message shows that item instead of the list.
+    """
+
+    def __init__(self, text: str, got: Any = _NOTHING):
+        super().__init__(text)
+        self.got = got
 
 
 # --------------------------------------------------------------------------------------------------
@@ -110,7 +122,7 @@ def to_float(value: Any) -> float:
         number = float(str(value).strip())
     except ValueError:
         raise Invalid("expected a number") from None
-    if number != number or number in (float("inf"), float("-inf")):
+    if not math.isfinite(number):
         raise Invalid("expected a finite number")
     return number
 
@@ -158,7 +170,7 @@ def to_pattern(value: Any) -> str:
     try:
         globify(pattern)
         regex_format(pattern)
-    except Exception as exc:  # trollsift raises ValueError, re.error, AttributeError...
+    except Exception as exc:  # noqa: BLE001 - trollsift: ValueError, re.error, AttributeError, KeyError...
         raise Invalid(f"expected a trollsift pattern ({exc})") from None
     return pattern
 
@@ -177,7 +189,7 @@ def to_template(value: Any) -> str:
     text = to_nonempty_str(value)
     try:
         globify(text)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - as in to_pattern: trollsift's errors have no common base
         raise Invalid(f"expected a URL template with balanced {{fields}} ({exc})") from None
     scheme = urlsplit(text.split("{", 1)[0] if "://" not in text.split("{", 1)[0] else text).scheme
     if "://" in text and scheme.lower() not in DESTINATION_SCHEMES:
@@ -190,7 +202,13 @@ def to_url_list(value: Any) -> tuple[str, ...]:
     items = to_list(value)
     if not items:
         raise Invalid("expected one or more destination URLs")
-    return tuple(to_template(item) for item in items)
+    urls = []
+    for item in items:
+        try:
+            urls.append(to_template(item))
+        except Invalid as exc:
+            raise Invalid(str(exc), got=item) from None
+    return tuple(urls)
 
 
 _PROVIDER = re.compile(r"^(?:tcp://)?(?P<host>\[[0-9a-fA-F:]+\]|[^\s:/]+):(?P<port>\d+)(?:/(?P<topic>.*))?$")
@@ -209,7 +227,7 @@ class Provider:
         return f"tcp://{self.host}:{self.port}"
 
     def __str__(self) -> str:
-        return f"{self.host}:{self.port}" + (f"/{self.topic}" if self.topic else "")
+        return f"{self.host}:{self.port}{self.topic or ''}"  # the topic starts with "/"
 
 
 def to_provider(text: str) -> Provider:
@@ -231,7 +249,7 @@ def to_providers(value: Any) -> tuple[Provider, ...]:
         try:
             providers.append(to_provider(item))
         except Invalid:
-            raise Invalid(f"expected host:port[/topic], got '{item}'") from None
+            raise Invalid("expected host:port[/topic] (whitespace-separated)", got=item) from None
     return tuple(providers)
 
 
@@ -274,10 +292,10 @@ def to_info(value: Any) -> Mapping[str, Any]:
         if not element:
             continue
         if "=" not in element:
-            raise Invalid(f"expected key=value;key2=value2, got item '{element}'")
+            raise Invalid("expected key=value;key2=value2 items", got=element)
         key, val = (part.strip() for part in element.split("=", 1))
         if not key:
-            raise Invalid(f"expected key=value;key2=value2, got item '{element}'")
+            raise Invalid("expected key=value;key2=value2 items", got=element)
         items[key] = val.split(",") if "," in val else val
     return MappingProxyType(items)
 
@@ -329,6 +347,13 @@ def to_bind_address(value: Any) -> str:
     return text
 
 
+def to_existing_dir(value: Any) -> str:
+    text = to_nonempty_str(value)
+    if not os.path.isdir(os.path.expanduser(text)):
+        raise Invalid("expected an existing directory")
+    return text
+
+
 def to_existing_file(value: Any) -> str:
     text = to_nonempty_str(value)
     if not os.path.isfile(os.path.expanduser(text)):
@@ -348,6 +373,31 @@ def key(conv: Callable[[Any], Any], default: Any = None, *, required: bool = Fal
     return field(default=default, metadata=meta)
 
 
+def _redacted_repr(self: Any) -> str:
+    """A dataclass repr without secrets, for chains that hold credentials.
+
+    A login shows its user only, URLs lose their passwords and secret-looking
+    connection parameters are masked: a chain may end up in a log line or a
+    traceback, and a password must not.
+    """
+    from trollmoves.redact import redact, redact_mapping
+
+    parts = []
+    for fld in dataclasses.fields(self):
+        if not fld.repr:
+            continue
+        value = getattr(self, fld.name)
+        if fld.name == "login" and isinstance(value, str):
+            user, colon, _password = value.partition(":")
+            shown = repr(user + (":***" if colon else ""))
+        elif isinstance(value, Mapping):
+            shown = redact(repr(redact_mapping(thaw(value))))
+        else:
+            shown = redact(repr(value))
+        parts.append(f"{fld.name}={shown}")
+    return f"{type(self).__name__}({', '.join(parts)})"
+
+
 @dataclass(frozen=True)
 class DaemonSettings:
     """The reserved ``[trollmoves]`` section (or YAML/TOML mapping): settings of the whole daemon."""
@@ -359,11 +409,15 @@ class DaemonSettings:
     stalled_after: float = key(to_nonneg_float, 600.0,
                                doc="health: a chain is stalled when files arrive but none moved this long")
     log_implementation: bool = key(to_bool, True, doc="log which speedups implementation is active at start")
+    curve_secret_key_file: str | None = key(to_existing_file, doc="CURVE: key pair of the publisher")
+    curve_clients_directory: str | None = key(to_existing_dir, doc="CURVE: public keys of allowed subscribers")
 
 
 @dataclass(frozen=True)
 class ServerChain:
     """One section of a server (move_it_server.py) config: a watched directory and its request port."""
+
+    __repr__ = _redacted_repr
 
     name: str = key(to_nonempty_str, required=True)
     topic: str = key(to_nonempty_str, required=True, doc="subject of announcements")
@@ -398,11 +452,17 @@ class ServerChain:
     allowed_destinations: tuple[str, ...] = key(to_list, (), doc="allow-list of destination URL prefixes")
     checksum: str = key(to_checksum, "xxh3_128", doc="checksum method announced with each file")
     announce_history: int = key(to_nonneg_int, 10000, doc="announcements kept for catch-up requests")
+    curve_secret_key_file: str | None = key(to_existing_file, doc="CURVE: this server's key pair "
+                                            "(zmq certificate with the secret key); requires curve_clients_directory")
+    curve_clients_directory: str | None = key(to_existing_dir, doc="CURVE: public keys of the clients allowed to "
+                                              "send requests")
 
 
 @dataclass(frozen=True)
 class ClientChain:
     """One section of a client (move_it_client.py) config: providers to follow, a destination."""
+
+    __repr__ = _redacted_repr
 
     name: str = key(to_nonempty_str, required=True)
     providers: tuple[Provider, ...] = key(to_providers, required=True, doc="host:port[/topic] publishers")
@@ -427,6 +487,8 @@ class ClientChain:
     working_directory: str | None = key(to_nonempty_str)
     checksum: str = key(to_checksum, "xxh3_128")
     catch_up: bool = key(to_bool, True, doc="ask providers for files announced while away")
+    curve_secret_key_file: str | None = key(to_existing_file, doc="CURVE: this client's key pair")
+    curve_server_public_key_file: str | None = key(to_existing_file, doc="CURVE: the servers' public key")
     replace_mda: Mapping[str, str] = key(lambda v: v, EMPTY_MAPPING, doc="other keys: metadata replacement")
 
 
@@ -434,7 +496,9 @@ class ClientChain:
 class MirrorChain(ServerChain):
     """A mirror section: client-side toward ``providers``, server-side toward its own clients."""
 
-    providers: tuple[Provider, ...] = key(to_providers, required=True)
+    __repr__ = _redacted_repr
+
+    providers: tuple[Provider, ...] = key(to_providers, required=True, doc="upstream host:port[/topic]")
     destination: str = key(to_template, required=True, doc="local directory URL where pulled files land")
     client_topic: str | None = key(to_nonempty_str)
     login: str | None = key(to_login)
@@ -450,9 +514,11 @@ class MirrorChain(ServerChain):
 class MoveItChain:
     """A move_it.py section: watch origin, copy each file to every destination."""
 
+    __repr__ = _redacted_repr
+
     name: str = key(to_nonempty_str, required=True)
-    origin: str = key(to_origin, required=True)
-    destinations: tuple[str, ...] = key(to_url_list, required=True)
+    origin: str = key(to_origin, required=True, doc="trollsift pattern of the files to watch")
+    destinations: tuple[str, ...] = key(to_url_list, required=True, doc="destination URLs (whitespace list)")
     topic: str | None = key(to_nonempty_str)
     info: Mapping[str, Any] = key(to_info, EMPTY_MAPPING)
     request_port: int | None = key(to_request_port)
@@ -536,9 +602,14 @@ def _show(value: Any) -> str:
     return repr(text) if isinstance(value, str) else text
 
 
-def _convert_fields(cls: type, section: str, raw: Mapping[str, Any], report: _Report,
-                    secret_keys: frozenset[str] = frozenset()) -> dict[str, Any] | None:
-    """Convert raw values with the field converters of ``cls``; report and return None on error."""
+def _convert_fields(cls: type, section: str | None, raw: Mapping[str, Any], report: _Report,
+                    secret_keys: frozenset[str] = frozenset(),
+                    inherited: frozenset[str] = frozenset()) -> dict[str, Any] | None:
+    """Convert raw values with the field converters of ``cls``; report and return None on error.
+
+    ``inherited`` names keys that come from ``[DEFAULT]``: their messages say so,
+    or the reader would look for the key in the section named and not find it.
+    """
     values: dict[str, Any] = {}
     ok = True
     for fld in dataclasses.fields(cls):
@@ -549,11 +620,14 @@ def _convert_fields(cls: type, section: str, raw: Mapping[str, Any], report: _Re
             try:
                 values[fld.name] = fld.metadata["conv"](value)
             except Invalid as exc:
-                shown = "'***'" if fld.name in secret_keys else _show(value)
-                report.error(section, fld.name, f"{exc}, got {shown}")
+                found = value if exc.got is _NOTHING else exc.got
+                shown = "'***'" if fld.name in secret_keys else _show(found)
+                origin = " (inherited from [DEFAULT])" if fld.name in inherited else ""
+                report.error(section, fld.name, f"{exc}, got {shown}{origin}")
                 ok = False
         elif fld.metadata.get("required"):
-            report.error(section, fld.name, f"missing required key ({fld.metadata.get('doc') or 'required'})")
+            doc = fld.metadata.get("doc")
+            report.error(section, fld.name, "missing required key" + (f" ({doc})" if doc else ""))
             ok = False
     return values if ok else None
 
@@ -631,7 +705,7 @@ def thaw(value: Any) -> Any:
 
 
 def _build_chain(kind: str, name: str, raw: Mapping[str, Any], default_keys: set[str],
-                 report: _Report) -> Any | None:
+                 report: _Report, inherited: frozenset[str] = frozenset()) -> Any | None:
     cls = CHAIN_CLASSES[kind]
     known = _known_keys(cls) | set(_DEPRECATED_CONNECTION_KEYS)
     nested = _nested(raw, name, report)
@@ -648,7 +722,7 @@ def _build_chain(kind: str, name: str, raw: Mapping[str, Any], default_keys: set
     for group in nested:
         if group != "connection_parameters" and group not in known:
             report.warn(name, f"{group}__...", f"unknown nested key group for a {kind} section, ignored")
-    values = _convert_fields(cls, name, plain, report, secret_keys=frozenset({"login"}))
+    values = _convert_fields(cls, name, plain, report, secret_keys=frozenset({"login"}), inherited=inherited)
     if values is None:
         return None
     if "connection_parameters" in known:
@@ -672,15 +746,20 @@ def _check_chain(kind: str, name: str, values: dict[str, Any], report: _Report) 
         if origin and "{" in os.path.dirname(origin) and skip is None:
             report.warn(name, "origin", "has {fields} in its directory part; set "
                         "origin_inotify_base_dir_skip_levels to watch the directories that appear later")
-    if kind in ("server", "mirror", "move_it"):
-        if values.get("compression") == "xrit" and kind != "mirror" and not values.get("prog"):
-            report.error(name, "prog", "missing decompressor for compression = xrit")
-            ok = False
+    if kind in ("server", "move_it") and values.get("compression") == "xrit" and not values.get("prog"):
+        report.error(name, "prog", "missing decompressor for compression = xrit")
+        ok = False
+    pairs = (("curve_secret_key_file", "curve_clients_directory") if kind in ("server", "mirror")
+             else ("curve_secret_key_file", "curve_server_public_key_file") if kind == "client" else ())
+    if pairs and bool(values.get(pairs[0])) != bool(values.get(pairs[1])):
+        missing = pairs[1] if values.get(pairs[0]) else pairs[0]
+        report.error(name, missing, f"missing: CURVE needs both {pairs[0]} and {pairs[1]}")
+        ok = False
     if kind == "client":
         if values.get("compression") == "xrit" and not values.get("xritdecompressor"):
             report.error(name, "xritdecompressor", "missing required key for compression = xrit")
             ok = False
-        if not values.get("topic") and not any(p.topic for p in values.get("providers", ())):
+        if not values.get("topic") and not all(p.topic for p in values.get("providers", ())):
             report.error(name, "topic", "missing required key (or give every provider a /topic)")
             ok = False
     return ok
@@ -690,7 +769,11 @@ def _check_chain(kind: str, name: str, values: dict[str, Any], report: _Report) 
 # Readers
 # --------------------------------------------------------------------------------------------------
 
-def _read_ini(path: str, report: _Report) -> tuple[dict[str, dict[str, Any]], dict[str, Any]] | None:
+_Sections = tuple[dict[str, dict[str, Any]], dict[str, Any], dict[str, frozenset[str]]]
+"""(sections with [DEFAULT] merged in, the [DEFAULT] keys, each section's own keys)."""
+
+
+def _read_ini(path: str, report: _Report) -> _Sections | None:
     # A sentinel default section keeps [DEFAULT] apart, so that each section's own keys are known.
     parser = configparser.ConfigParser(interpolation=None, default_section="\x00no-default")
     try:
@@ -704,31 +787,48 @@ def _read_ini(path: str, report: _Report) -> tuple[dict[str, dict[str, Any]], di
         return None
     defaults = dict(parser["DEFAULT"]) if parser.has_section("DEFAULT") else {}
     sections = {}
+    own_keys = {}
     for name in parser.sections():
         if name == "DEFAULT":
             continue
         own = dict(parser[name])
         sections[name] = own if name == DAEMON_SECTION else {**defaults, **own}
-    return sections, defaults
+        own_keys[name] = frozenset(own)
+    return sections, defaults, own_keys
 
 
-def _read_toml_sections(data: Mapping[str, Any], report: _Report
-                        ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]] | None:
-    defaults = dict(data.get("DEFAULT", {}))
+def _read_toml_sections(data: Any, report: _Report) -> _Sections | None:
+    """Top-level tables are sections; ``[DEFAULT]`` is merged into each, tables key by key
+    (``[DEFAULT.connection_parameters]`` as ``connection_parameters__*`` lines in INI)."""
+    if not isinstance(data, Mapping):
+        report.error(None, None, "expected [section] tables at the top level")
+        return None
+    raw_defaults = data.get("DEFAULT", {})
+    if not isinstance(raw_defaults, Mapping):
+        report.error("DEFAULT", None, f"expected a table of default keys, got {_show(raw_defaults)}")
+        raw_defaults = {}
+    defaults = {str(k).lower(): v for k, v in raw_defaults.items()}
     sections: dict[str, dict[str, Any]] = {}
+    own_keys: dict[str, frozenset[str]] = {}
     for name, table in data.items():
         if name == "DEFAULT":
             continue
         if not isinstance(table, Mapping):
-            report.error(None, name, "expected a table ([section]) at the top level")
+            report.error(None, name, f"expected a table ([{name}]) at the top level, got {_show(table)}")
             continue
-        if name == DAEMON_SECTION:
-            sections[name] = {k.lower(): v for k, v in table.items()}
-            continue
-        merged = dict(defaults)
-        merged.update(table)
-        sections[name] = {k.lower(): v for k, v in merged.items()}
-    return sections, {k.lower(): v for k, v in defaults.items()}
+        own = {str(k).lower(): v for k, v in table.items()}
+        own_keys[name] = frozenset(own)
+        sections[name] = own if name == DAEMON_SECTION else _merge_defaults(defaults, own)
+    return sections, defaults, own_keys
+
+
+def _merge_defaults(defaults: Mapping[str, Any], own: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(defaults)
+    for name, value in own.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(name), Mapping):
+            value = _merge_defaults(merged[name], value)
+        merged[name] = value
+    return merged
 
 
 def _load_structured(path: str, report: _Report) -> Any:
@@ -741,20 +841,62 @@ def _load_structured(path: str, report: _Report) -> Any:
         report.error(None, None, f"not UTF-8 text: {exc}")
         return None
     if suffix == ".toml":
-        import toml
+        import tomllib  # strict TOML 1.0; the `toml` package accepts broken files (`a = [1,` as [1])
 
         try:
-            return toml.loads(text)
-        except (toml.TomlDecodeError, IndexError, ValueError) as exc:
-            report.error(None, None, f"not a valid TOML file: {exc}")
+            return tomllib.loads(text)
+        except (tomllib.TOMLDecodeError, ValueError, RecursionError) as exc:
+            report.error(None, None, f"not a valid TOML file: {_first_line(exc)}")
             return None
     import yaml
 
     try:
-        return yaml.safe_load(text)
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        report.error(None, None, f"not a valid YAML file: {str(exc).splitlines()[0]}")
+        report.error(None, None, f"not a valid YAML file: {_yaml_problem(exc)}")
         return None
+    except (ValueError, TypeError, AttributeError, OverflowError, RecursionError) as exc:
+        # PyYAML's constructors let these escape for values such as `2001-13-01`,
+        # `!!int x` or `!!timestamp x`: still a bad file, not a crash.
+        report.error(None, None, f"not a valid YAML file: cannot read a value ({_first_line(exc)})")
+        return None
+    if data is None:
+        report.error(None, None, "empty file: expected a YAML mapping")
+        return None
+    if _has_cycle(data):
+        report.error(None, None, "not a valid config: a YAML alias refers to its own anchor (recursive data)")
+        return None
+    return data
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else exc.__class__.__name__
+
+
+def _yaml_problem(exc: Exception) -> str:
+    """The YAML problem with its line and column, on one line."""
+    problem = getattr(exc, "problem", None)
+    mark = getattr(exc, "problem_mark", None)
+    if problem and mark is not None:
+        context = getattr(exc, "context", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}"
+        return f"{context + ': ' if context else ''}{problem} ({where})"
+    return _first_line(exc)
+
+
+def _has_cycle(value: Any, active: set[int] | None = None) -> bool:
+    """True when YAML anchors made a container contain itself (it would recurse for ever later)."""
+    if not isinstance(value, (dict, list)):
+        return False
+    active = set() if active is None else active
+    if id(value) in active:
+        return True
+    active.add(id(value))
+    items = value.values() if isinstance(value, dict) else value
+    found = any(_has_cycle(item, active) for item in items)
+    active.discard(id(value))
+    return found
 
 
 def is_toml(path: str) -> bool:
@@ -765,7 +907,7 @@ def is_yaml(path: str) -> bool:
     return Path(path).suffix.lower() in (".yaml", ".yml")
 
 
-def _ini_like(path: str, report: _Report) -> tuple[dict[str, dict[str, Any]], dict[str, Any]] | None:
+def _ini_like(path: str, report: _Report) -> _Sections | None:
     if is_toml(path):
         data = _load_structured(path, report)
         if data is None:
@@ -776,7 +918,11 @@ def _ini_like(path: str, report: _Report) -> tuple[dict[str, dict[str, Any]], di
 
 def _daemon_settings(raw: Mapping[str, Any] | None, report: _Report, section: str = DAEMON_SECTION
                      ) -> DaemonSettings:
-    if not raw:
+    if raw is None:
+        return DaemonSettings()
+    if not isinstance(raw, Mapping):
+        report.error(section, None, f"expected a table/mapping of daemon settings (metrics_port, ...), "
+                                    f"got {_show(raw)}")
         return DaemonSettings()
     known = _known_keys(DaemonSettings)
     for name in raw:
@@ -790,7 +936,7 @@ def _load_chains(path: str, kind: str, report: _Report) -> Config:
     parsed = _ini_like(path, report)
     if parsed is None:
         return _finish(path, kind, report)
-    sections, defaults = parsed
+    sections, defaults, own_keys = parsed
     daemon_raw = sections.pop(DAEMON_SECTION, None)
     daemon = _daemon_settings(daemon_raw, report)
     default_keys = set(defaults)
@@ -802,7 +948,8 @@ def _load_chains(path: str, kind: str, report: _Report) -> Config:
         report.error(None, None, f"no sections: a {kind} config needs at least one [chain] section")
     chains = []
     for name, raw in sections.items():
-        chain = _build_chain(kind, name, raw, default_keys, report)
+        inherited = frozenset(default_keys - own_keys.get(name, frozenset()))
+        chain = _build_chain(kind, name, raw, default_keys, report, inherited)
         if chain is not None:
             chains.append(chain)
     _check_unique_ports(kind, chains, report)
@@ -845,6 +992,8 @@ class DispatchConfig:
 @dataclass(frozen=True)
 class DispatchTarget:
     """A dispatcher target (a customer): where and how files matching its dispatch configs go."""
+
+    __repr__ = _redacted_repr
 
     name: str
     host: str = ""
@@ -1051,6 +1200,8 @@ def _load_dispatcher(path: str, report: _Report) -> Config:
 class S3DownloaderSettings:
     """The s3downloader YAML (original keys; dashes as the original spells them)."""
 
+    __repr__ = _redacted_repr
+
     name: str = "s3downloader"
     bucket: str = key(to_nonempty_str, required=True, doc="bucket to download from")
     download_destination: str = key(to_nonempty_str, ".", doc="local directory")
@@ -1110,13 +1261,14 @@ def guess_kind(path: str) -> str:
     parsed = _ini_like(path, report)
     if not parsed:
         return "server"
-    sections, _ = parsed
+    sections = parsed[0]
     keys = set().union(*(set(s) for n, s in sections.items() if n != DAEMON_SECTION)) if sections else set()
     if "destinations" in keys:
         return "move_it"
-    if "providers" in keys and keys & {"origin", "request_port", "client_topic"}:
+    client_side = keys & {"providers", "destination", "client_topic"}
+    if client_side and (keys & {"origin", "listen", "request_port", "client_topic"}):
         return "mirror"
-    if "providers" in keys:
+    if client_side:
         return "client"
     return "server"
 
