@@ -59,6 +59,8 @@ def copy_stream(int src_fd, int dst_fd, object buffer, object hasher=None, bint 
     cdef object mv = memoryview(buffer)
     PyObject_GetBuffer(buffer, &view, PyBUF_WRITABLE)
     try:
+        if view.len == 0:
+            raise ValueError("buffer must not be empty (a 0-byte read would look like the end of the file)")
         while True:
             with nogil:
                 n = _read_some(src_fd, <char*>view.buf, view.len)
@@ -92,6 +94,8 @@ def hash_stream(int fd, object buffer, object hasher):
     cdef object mv = memoryview(buffer)
     PyObject_GetBuffer(buffer, &view, PyBUF_WRITABLE)
     try:
+        if view.len == 0:
+            raise ValueError("buffer must not be empty (a 0-byte read would look like the end of the file)")
         while True:
             with nogil:
                 n = _read_some(fd, <char*>view.buf, view.len)

@@ -101,3 +101,27 @@ def nameserver(tmp_path_factory: pytest.TempPathFactory):
 
 
 # --- other fixtures below ---
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+@pytest.fixture(scope="session")
+def require_extensions() -> bool:
+    """``TROLLMOVES_REQUIRE_EXTENSIONS=1`` (CI, releases): a compiled module that does not import
+    is then a test failure, not a skip."""
+    return _env_flag("TROLLMOVES_REQUIRE_EXTENSIONS")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--no-c-extensions", action="store_true", default=False,
+                     help="skip the tests of the compiled trollmoves._speedups (marker c_extension); "
+                          "the pure-Python twin is still tested")
+
+
+@pytest.fixture(autouse=True)
+def _skip_c_extension_tests(request: pytest.FixtureRequest) -> None:
+    """``--no-c-extensions`` skips every test (or fixture parameter) marked ``c_extension``."""
+    if request.node.get_closest_marker("c_extension") and request.config.getoption("--no-c-extensions"):
+        pytest.skip("--no-c-extensions given")

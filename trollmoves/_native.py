@@ -21,8 +21,14 @@ def _write_all(fd: int, view: memoryview) -> None:
         view = view[written:]
 
 
+def _check_buffer(buffer) -> None:
+    if len(memoryview(buffer)) == 0:
+        raise ValueError("buffer must not be empty (a 0-byte read would look like the end of the file)")
+
+
 def copy_stream(src_fd: int, dst_fd: int, buffer, hasher=None, do_fsync: bool = False) -> int:
     """Copy src_fd to dst_fd through buffer until EOF; update hasher from the same bytes."""
+    _check_buffer(buffer)
     total = 0
     with memoryview(buffer) as view:
         while True:
@@ -41,6 +47,7 @@ def copy_stream(src_fd: int, dst_fd: int, buffer, hasher=None, do_fsync: bool = 
 
 def hash_stream(fd: int, buffer, hasher) -> int:
     """Feed fd to hasher through buffer until EOF; return the number of bytes read."""
+    _check_buffer(buffer)
     total = 0
     with memoryview(buffer) as view:
         while True:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 
 from trollmoves import __version__
 from trollmoves.errors import ConfigError
-from trollmoves.program import EXIT_CONFIG, EXIT_FAILURE, load_config, log_start, run_service, setup_logging
+from trollmoves.program import EXIT_CONFIG, load_config, log_start, run_service, setup_logging
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ def _run(kind: str, name: str, args: argparse.Namespace, build: Callable) -> int
         return failed
     log_start(name)
     try:
-        cfg = load_config(args.config_file if kind != "s3downloader" else args.config_file, kind)
+        cfg = load_config(args.config_file, kind)
     except ConfigError as exc:
         logger.critical("Cannot start %s: %s", name, exc)
         return EXIT_CONFIG
@@ -307,8 +307,10 @@ def check_config(argv: Sequence[str] | None = None) -> int:
         if bad:
             status = 1
         elif not args.quiet:
-            what = "targets" if cfg.kind == "dispatcher" else "sections"
-            print(f"OK {path}: {cfg.kind} config, {len(cfg.chains)} {what} ({', '.join(cfg.chain_names)})")
+            what = "target" if cfg.kind == "dispatcher" else "section"
+            count = len(cfg.chains)
+            print(f"OK {path}: {cfg.kind} config, {count} {what}{'' if count == 1 else 's'} "
+                  f"({', '.join(cfg.chain_names)})")
     return status
 
 

@@ -82,8 +82,7 @@ def decode(raw: str | bytes) -> Message:
     except (MessageError, ValueError, IndexError, TypeError, UnicodeError) as exc:
         text = raw[:120] if isinstance(raw, str) else repr(raw[:120])
         raise MessageDecodeError(f"malformed message ({exc.__class__.__name__}: {str(exc)[:120]}): {text}") from None
-    if msg.type in ("file", "dataset", "collection", "push", "ack") and isinstance(msg.data, dict) \
-            and _has_datetime_id(msg.data):
+    if isinstance(msg.data, (dict, list)) and _has_datetime_id(msg.data):
         _restore_id_strings(msg, raw)
     return msg
 
@@ -294,7 +293,9 @@ class Publisher:
         return own_ip()
 
     def start(self) -> Publisher:
-        options = {zmq.SNDHWM: self.sndhwm, zmq.LINGER: 100, zmq.XPUB_NODROP: 1}
+        # No XPUB_NODROP: with it, one subscriber at its high-water mark would block the messages of all
+        # the others; without it that subscriber alone misses messages (and our clients catch up).
+        options = {zmq.SNDHWM: self.sndhwm, zmq.LINGER: 100}
         try:
             self._socket, self.port, self._binding = _server_socket(
                 zmq.XPUB, _tcp(self.bind_address, self._requested_port), options, self.curve)
