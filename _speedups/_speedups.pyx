@@ -8,3 +8,4 @@ One ``.pxi`` file per topic is included below.
 """
 
 include "copy.pxi"
+include "matching.pxi"

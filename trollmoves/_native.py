@@ -8,6 +8,7 @@ the extension is not built, or when ``TROLLMOVES_NO_EXTENSIONS=1``.
 from __future__ import annotations
 
 import os
+from datetime import date as _date, datetime as _datetime
 
 
 def read_chunk(fd: int, buffer) -> int:
@@ -57,3 +58,85 @@ def hash_stream(fd: int, buffer, hasher) -> int:
             hasher.update(view[:count])
             total += count
     return total
+
+
+# --------------------------------------------------------------------------------------------------
+# Pattern matching: per-name field conversion (plans are made once per pattern by trollmoves.matching)
+# --------------------------------------------------------------------------------------------------
+
+def _strip(text: str, align: str | None, pad: str | None) -> str:
+    if align == ">":
+        return text.lstrip(pad)
+    if align == "<":
+        return text.rstrip(pad)
+    if align == "^":
+        return text.strip(pad)
+    if align == "=":
+        if text[:1] in ("+", "-"):
+            return text[0] + text[1:].lstrip(pad)
+        return text.lstrip(pad)
+    return text
+
+
+def _digits_datetime(text: str, layout):
+    year, month, day, hour, minute, second, yday = 1900, 1, 1, 0, 0, 0, 0
+    for directive, start, stop in layout:
+        value = int(text[start:stop])
+        if directive == "Y":
+            year = value
+        elif directive == "m":
+            month = value
+        elif directive == "d":
+            day = value
+        elif directive == "H":
+            hour = value
+        elif directive == "M":
+            minute = value
+        elif directive == "S":
+            second = value
+        elif directive == "y":
+            year = value + (1900 if value >= 69 else 2000)
+        else:  # "j": day of the year, as strptime computes it (366 of a common year is next 1 January)
+            if not 1 <= value <= 366:
+                raise ValueError(f"day of year out of range: {value}")
+            yday = value
+    if yday:
+        date = _date.fromordinal(_date(year, 1, 1).toordinal() + yday - 1)
+        year, month, day = date.year, date.month, date.day
+    return _datetime(year, month, day, hour, minute, second)
+
+
+def convert_fields(groups, names, plans, fallback) -> dict:
+    """trollsift's per-field conversions of one regex match, from plans made once per pattern."""
+    result = {}
+    for name, text, plan in zip(names, groups, plans):
+        kind = plan[0]
+        if kind == 0:
+            result[name] = text
+        elif kind == 1:
+            result[name] = _strip(text, plan[1], plan[2])
+        elif kind == 2:
+            result[name] = int(_strip(text, plan[1], plan[2]) or "0", plan[3])
+        elif kind == 3:
+            result[name] = float(_strip(text, plan[1], plan[2]))
+        elif kind == 4:
+            result[name] = _digits_datetime(text, plan[1])
+        else:
+            result[name] = fallback(plan[1], text)
+    return result
+
+
+def parse_name(name: str, compiled: tuple):
+    """Fast reject, regex match and conversion of one name; None when it does not match."""
+    prefix, suffix, min_length, regex_match, positions, names, plans, fallback = compiled
+    if len(name) < min_length or not name.startswith(prefix):
+        return None
+    if not name.endswith(suffix) and not (name.endswith("\n") and name[:-1].endswith(suffix)):
+        return None  # (trollsift's "$" also accepts one trailing newline)
+    match = regex_match(name)
+    if match is None:
+        return None
+    groups = match.groups()
+    if positions is not None:
+        groups = tuple(groups[i] for i in positions)
+    return convert_fields(groups, names, plans, fallback)
