@@ -19,10 +19,14 @@ none), subscribers connect to direct addresses or look services up by name.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import os
+import pwd
 import queue
+import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -33,7 +37,7 @@ import zmq
 from posttroll import config as posttroll_config
 from posttroll.backends.zmq import get_context
 from posttroll.backends.zmq.socket import close_socket, set_up_client_socket, set_up_server_socket
-from posttroll.message import Message, MessageError
+from posttroll.message import MESSAGE_VERSION, Message, MessageError
 from posttroll.message_broadcaster import sendaddressservice
 from posttroll.publisher import get_own_ip
 from posttroll.subscriber import Subscriber as _PosttrollSubscriber
@@ -58,68 +62,184 @@ __all__ = [
 # Codec
 # --------------------------------------------------------------------------------------------------
 
-def make_message(subject: str, atype: str, data: Any = "") -> Message:
-    """A posttroll Message; raises MessageDecodeError for data posttroll refuses."""
+_MAGIC = "pytroll:/"
+_HEADER_SPLIT = re.compile(r"\s+")
+_SENDER = f"{pwd.getpwuid(os.getuid())[0]}@{socket.gethostname()}"  # what posttroll computes per message
+
+
+def _json_default(obj: Any) -> Any:
+    """posttroll's datetime encoder for v1.2: anything with isoformat(), else not serialisable."""
     try:
-        return Message(subject, atype, data)
-    except MessageError as exc:
-        raise MessageDecodeError(f"cannot build a {atype!r} message on {subject!r}: {exc}") from None
+        return obj.isoformat()
+    except AttributeError:
+        raise TypeError(f"{obj!r} is not JSON serializable") from None
+
+
+def _json_default_naive(obj: Any) -> Any:
+    """posttroll's datetime encoder for versions <= v1.01: timezone dropped."""
+    try:
+        return obj.replace(tzinfo=None).isoformat()
+    except (AttributeError, TypeError):
+        raise TypeError(f"{obj!r} is not JSON serializable") from None
+
+
+def _dumps_function(default):
+    """json.dumps(data, default=default) with the C encoder built once, not per call (same output).
+
+    Circular-reference checking is off (it only changes which error a circular
+    structure raises; such data cannot be encoded either way).
+    """
+    from json.encoder import c_make_encoder, encode_basestring_ascii
+
+    if c_make_encoder is None:  # pragma: no cover - CPython always has it
+        return lambda data: json.dumps(data, default=default)
+    encoder = c_make_encoder(None, default, encode_basestring_ascii, None, ": ", ", ", False, False, True)
+    return lambda data: "".join(encoder(data, 0))
+
+
+_DUMPS = _dumps_function(_json_default)
+_DUMPS_NAIVE = _dumps_function(_json_default_naive)
+
+
+def make_message(subject: str, atype: str, data: Any = "") -> Message:
+    """A posttroll Message, built and encoded once (posttroll validates and encodes it three times).
+
+    The wire string is computed here, exactly as posttroll's ``encode()`` would write it
+    (same header, same ``json.dumps`` call), and kept on the message for the publisher;
+    the data must not be changed after this call. Data posttroll would refuse raises
+    MessageDecodeError.
+    """
+    if not isinstance(subject, str) or not subject:
+        raise MessageDecodeError(f"cannot build a {atype!r} message: invalid subject {subject!r}")
+    if not isinstance(atype, str) or not atype:
+        raise MessageDecodeError(f"cannot build a message on {subject!r}: invalid type {atype!r}")
+    message = Message.__new__(Message)
+    fields = message.__dict__
+    fields["subject"] = subject
+    fields["type"] = atype
+    fields["sender"] = _SENDER
+    fields["time"] = now = dt.datetime.now(dt.timezone.utc)
+    fields["data"] = data
+    fields["binary"] = False
+    fields["version"] = version = MESSAGE_VERSION
+    if version <= "v1.01":
+        header = f"{_MAGIC}{subject} {atype} {_SENDER} {now.replace(tzinfo=None).isoformat()} {version}"
+        dumps = _DUMPS_NAIVE
+    else:
+        header = f"{_MAGIC}{subject} {atype} {_SENDER} {now.isoformat()} {version}"
+        dumps = _DUMPS
+    if not data:
+        wire = header
+    elif isinstance(data, str):
+        wire = f"{header} text/ascii {data}"
+    else:
+        try:
+            wire = f"{header} application/json {dumps(data)}"
+        except (TypeError, ValueError, UnicodeDecodeError, RecursionError) as exc:
+            raise MessageDecodeError(f"cannot build a {atype!r} message on {subject!r}: data is not JSON "
+                                     f"serializable ({exc})") from None
+    fields["_wire"] = wire
+    return message
+
+
+def wire(message: Message | str) -> str:
+    """The wire string of a message (the cached one of make_message, else posttroll's encode())."""
+    if isinstance(message, str):
+        return message
+    return message.__dict__.get("_wire") or message.encode()
 
 
 def encode(subject: str, atype: str, data: Any = "") -> str:
-    """Wire string of a message, exactly as posttroll encodes it."""
-    return make_message(subject, atype, data).encode()
+    """Wire string of a message, byte for byte what posttroll's Message(...).encode() writes."""
+    return make_message(subject, atype, data).__dict__["_wire"]
+
+
+def _convert_list(items: list) -> list:
+    for index, value in enumerate(items):
+        if type(value) is str:
+            if len(value) >= 7 and value[:4].isdigit():
+                try:
+                    items[index] = _fromisoformat(value)
+                except ValueError:
+                    pass
+        elif type(value) is list:
+            _convert_list(value)
+    return items
+
+
+def _object_hook(obj: dict) -> dict:
+    """posttroll's datetime_decoder, except that uid/uri stay strings and only ISO-like strings are tried.
+
+    ``fromisoformat`` needs a four-digit year first and at least seven characters
+    (``2024W01``), so every other string is left alone without trying it.
+    """
+    for key, value in obj.items():
+        if type(value) is str:
+            if len(value) >= 7 and value[:4].isdigit() and key not in _STRING_KEYS:
+                try:
+                    obj[key] = _fromisoformat(value)
+                except ValueError:
+                    pass
+        elif type(value) is list:
+            _convert_list(value)
+    return obj
+
+
+_fromisoformat = dt.datetime.fromisoformat
 
 
 def decode(raw: str | bytes) -> Message:
-    """Decode a wire string with posttroll, keeping ``uid``/``uri`` values as the strings sent.
+    """Decode a wire string exactly as posttroll's Message.decode, keeping ``uid``/``uri`` strings.
 
-    Every posttroll failure (MessageError, and the ValueError/IndexError it lets
+    Same splitting, version check, time and payload rules, and the same datetimes
+    in the data; every failure (including the ValueError/IndexError posttroll lets
     escape for a bad time or a missing payload) becomes MessageDecodeError.
     """
     try:
-        msg = Message.decode(raw)
+        if isinstance(raw, bytes):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                text = raw.decode("iso-8859-1")
+        else:
+            text = raw
+        if not text.startswith(_MAGIC):
+            raise MessageError("This is not a 'pytroll:/' message (wrong magick word)")
+        parts = _HEADER_SPLIT.split(text[9:], maxsplit=6)
+        if len(parts) < 5:
+            raise MessageError("Could not decode raw string")
+        version = parts[4]
+        if not version <= MESSAGE_VERSION:
+            raise MessageError(f"Invalid Message version: '{version}'")
+        subject, atype, sender = parts[0].strip(), parts[1].strip(), parts[2].strip()
+        time = _fromisoformat(parts[3].strip())
+        binary = False
+        if len(parts) < 6:
+            data: Any = ""
+        else:
+            mimetype = parts[5].lower()
+            payload = parts[6]
+            if mimetype == "application/json":
+                try:
+                    data = json.loads(payload, object_hook=_object_hook)
+                except ValueError:
+                    raise MessageError(f"JSON decode failed on '{payload[:36]} ...'") from None
+            elif mimetype == "text/ascii":
+                data = str(payload)
+            elif mimetype == "binary/octet-stream":
+                data, binary = payload, True
+            else:
+                raise MessageError(f"Unknown mime-type '{mimetype}'")
+        if not subject or not atype or not sender:
+            raise MessageError(f"Invalid subject, type or sender: {subject!r} {atype!r} {sender!r}")
     except (MessageError, ValueError, IndexError, TypeError, UnicodeError) as exc:
-        text = raw[:120] if isinstance(raw, str) else repr(raw[:120])
-        raise MessageDecodeError(f"malformed message ({exc.__class__.__name__}: {str(exc)[:120]}): {text}") from None
-    if isinstance(msg.data, (dict, list)) and _has_datetime_id(msg.data):
-        _restore_id_strings(msg, raw)
-    return msg
-
-
-def _has_datetime_id(data: Any) -> bool:
-    if isinstance(data, dict):
-        for name, value in data.items():
-            if name in _STRING_KEYS and not isinstance(value, str):
-                return True
-            if isinstance(value, (dict, list)) and _has_datetime_id(value):
-                return True
-    elif isinstance(data, list):
-        return any(_has_datetime_id(item) for item in data)
-    return False
-
-
-def _restore_id_strings(msg: Message, raw: str | bytes) -> None:
-    """Put back the original strings of uid/uri that posttroll's decoder turned into datetimes."""
-    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
-    payload = text.split("application/json", 1)[-1].strip()
-    try:
-        plain = json.loads(payload)
-    except ValueError:
-        return
-
-    def restore(decoded: Any, original: Any) -> None:
-        if isinstance(decoded, dict) and isinstance(original, dict):
-            for name, value in decoded.items():
-                if name in _STRING_KEYS and isinstance(original.get(name), str):
-                    decoded[name] = original[name]
-                elif isinstance(value, (dict, list)):
-                    restore(value, original.get(name))
-        elif isinstance(decoded, list) and isinstance(original, list):
-            for dec, orig in zip(decoded, original):
-                restore(dec, orig)
-
-    restore(msg.data, plain)
+        shown = raw[:120] if isinstance(raw, str) else repr(raw[:120])
+        raise MessageDecodeError(f"malformed message ({exc.__class__.__name__}: {str(exc)[:120]}): {shown}") \
+            from None
+    message = Message.__new__(Message)
+    message.__dict__.update(subject=subject, type=atype, sender=sender, time=time, version=version, data=data,
+                            binary=binary)
+    return message
 
 
 def magickfy_topics(topics: str | Iterable[str]) -> list[str]:
@@ -312,7 +432,7 @@ class Publisher:
 
     def send(self, message: Message | str) -> bool:
         """Queue one message; False (and counted) if it had to be dropped."""
-        raw = message if isinstance(message, str) else message.encode()
+        raw = wire(message)
         deadline = None
         with self._lock:
             if self._socket is None:
@@ -542,7 +662,7 @@ class RequestServer:
 
     def reply(self, request: Request | bytes, message: Message | str) -> None:
         identity = request.identity if isinstance(request, Request) else request
-        raw = message if isinstance(message, str) else message.encode()
+        raw = wire(message)
         self._replies.put((identity, raw.encode("utf-8")))
         if threading.get_ident() == self._owner:
             self._flush_replies()
@@ -593,7 +713,7 @@ class Requester:
         self.curve = curve
 
     def request(self, message: Message, timeout: float, resend_after: float | None = None) -> Message:
-        raw = message.encode().encode("utf-8")
+        raw = wire(message).encode("utf-8")
         sock = _client_socket(zmq.DEALER, self.address, {zmq.LINGER: 0}, self.curve)
         try:
             sock.send_multipart([b"", raw])
