@@ -1,0 +1,396 @@
+"""move_it.py: watch directories and copy each new file to every destination (reference §1.5, §2.5).
+
+Per chain (INI section): a watcher (inotify, or polling with ``-w``) reports new
+files; those matching ``origin`` are decompressed if ``compression`` is set, copied
+to every URL of ``destinations`` with the transfer service (atomic, checksummed,
+``connection_parameters`` honoured: the original passed none), announced with
+one ``file`` message per destination when a publish port is given (``-p``:
+subject ``topic``, ``info`` items and the fields parsed from the name, ``uri`` =
+destination path, ``uid`` = base name, ``request_address`` only with
+``request_port``), and deleted when ``delete`` is true. Files already there at
+start or when a chain is added are handled too, unless ``--disable-backlog``.
+
+What we fix (reference §7.3): ``delete`` removes the source once every
+destination has it, and does not crash (the original read a ``delete_hook`` that
+was never set, killing the watcher); a file whose copy failed is not deleted (the
+original deleted it anyway); a failed decompression does not copy the compressed
+file in its place. Destinations are directories, as the original's messages
+assumed (``join(path, basename)``): a URL without a trailing slash is read as if
+it had one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from trollmoves import messaging
+from trollmoves.config import Config, MoveItChain, thaw
+from trollmoves.errors import MessageDecodeError, PermanentTransferError, TransferError
+from trollmoves.matching import PatternMatcher
+from trollmoves.metrics import Metrics, scheme_label
+from trollmoves.redact import redact, strip_password
+from trollmoves.retrying import WorkerPool
+from trollmoves.server import decompress
+from trollmoves.watching import InotifyWatcher, PollingWatcher, is_temporary_name, scan
+
+logger = logging.getLogger(__name__)
+
+PUBLISHER_NAME = "move_it"
+HEARTBEAT_INTERVAL = 30
+
+
+@dataclass(frozen=True)
+class MoveItOptions:
+    """Command-line level options: ``-p`` (None: no publisher), ``--disable-backlog``, ``-w``."""
+
+    publish_port: int | None = None
+    publish_address: str = "*"
+    backlog: bool = True
+    polling: bool = False
+    chain_check_interval: float = 30.0
+    workers_per_chain: int = 4
+    max_queued: int = 10_000
+
+
+# --------------------------------------------------------------------------------------------------
+# Pure helpers
+# --------------------------------------------------------------------------------------------------
+
+def as_directory(destination: str) -> str:
+    """A destination URL read as a directory (trailing slash), as the original's messages assumed."""
+    parts = urlsplit(destination)
+    if parts.scheme == "s3" and not parts.path:
+        return destination + "/"
+    return destination if destination.endswith("/") else destination + "/"
+
+
+def message_data(chain: MoveItChain, fields: dict, destination: str, copied: str, own_ip: str | None = None,
+                 result=None) -> dict[str, Any]:
+    """The data of the ``file`` message for one destination (0.19's ``create_message_with_request_info``)."""
+    data: dict[str, Any] = dict(thaw(chain.info))
+    data.update(fields)
+    uri = os.path.join(urlsplit(destination).path, os.path.basename(copied))
+    data["uri"] = uri
+    data["uid"] = os.path.basename(uri)
+    if chain.request_port:
+        data["request_address"] = f"{chain.request_address or own_ip or messaging.own_ip()}:{chain.request_port}"
+    if result is not None:
+        data["size"] = result.size
+        if result.checksum is not None:
+            data["checksum"] = result.checksum.as_dict()
+    return data
+
+
+def chain_changes(old: Sequence[Any], new: Sequence[Any]) -> tuple[list[str], list[str], list[str]]:
+    """Names of the chains (removed, changed, added) between two configs; equal chains are left alone."""
+    before = {chain.name: chain for chain in old}
+    after = {chain.name: chain for chain in new}
+    removed = [name for name in before if name not in after]
+    changed = [name for name in after if name in before and before[name] != after[name]]
+    added = [name for name in after if name not in before]
+    return removed, changed, added
+
+
+# --------------------------------------------------------------------------------------------------
+# One chain
+# --------------------------------------------------------------------------------------------------
+
+class MovedChain:
+    """A chain's watcher and its copy workers."""
+
+    def __init__(self, chain: MoveItChain, service: MoveIt):
+        self.chain = chain
+        self.service = service
+        self.metrics = service.metrics
+        self.matcher = PatternMatcher(chain.origin)
+        self.recursive = os.path.dirname(self.matcher.glob) != self.matcher.directory
+        self.watcher: InotifyWatcher | PollingWatcher | None = None
+        self.pool = WorkerPool(service.options.workers_per_chain, service.options.max_queued, f"move:{chain.name}")
+        self._stop = threading.Event()
+        self._seen: dict[str, tuple[int, int]] = {}
+        self._seen_lock = threading.Lock()
+        self._warned_topic = False
+        self.last_error: str | None = None
+
+    def start(self) -> None:
+        """Watch ``origin``'s directory (a missing one is retried by the health check), then the backlog."""
+        self.metrics.init_chain(self.chain.name)
+        self.watch()
+
+    def watch(self) -> bool:
+        options = self.service.options
+        directory = self.matcher.directory
+        if options.polling:
+            watcher = PollingWatcher(directory, self.enqueue, self.chain.watchdog_timeout, self.recursive)
+        else:
+            watcher = InotifyWatcher(directory, self.enqueue, self.recursive, on_overflow=self.backlog)
+        try:
+            self.watcher = watcher.start()
+        except OSError as exc:
+            self.last_error = str(exc)
+            logger.error("Chain %s cannot watch %s: %s (will retry)", self.chain.name, directory, exc)
+            return False
+        self.last_error = None
+        logger.info("Chain %s watching %s%s", self.chain.name, directory, " (polling)" if options.polling else "")
+        if options.backlog:
+            self.backlog()
+        return True
+
+    def backlog(self) -> None:
+        existing = [path for path in scan(self.matcher.directory, self.recursive) if self.matcher.parse(path)]
+        if existing:
+            logger.info("Chain %s: %d files already present", self.chain.name, len(existing))
+        for path in existing:
+            self.enqueue(path)
+
+    def healthy(self) -> bool:
+        return self.watcher is not None and self.watcher.is_alive()
+
+    def restart_watcher(self) -> bool:
+        if self.watcher is not None:
+            self.watcher.stop(2.0)
+            self.watcher = None
+        self.metrics.watcher_restarts.labels(self.chain.name).inc()
+        return self.watch()
+
+    def stop(self, timeout: float) -> None:
+        self._stop.set()
+        if self.watcher is not None:
+            self.watcher.stop(timeout)
+        left = self.pool.drain(timeout)
+        if left:
+            logger.warning("Chain %s: %d files still being copied after %g s", self.chain.name, left, timeout)
+        self.pool.shutdown()
+
+    # work -----------------------------------------------------------------------------------------
+    def enqueue(self, path: str) -> None:
+        if is_temporary_name(path) or self.matcher.parse(path) is None:
+            return
+        if self.pool.take_slot(self._stop):
+            self.pool.submit(self._process, path)
+
+    def _process(self, path: str) -> None:
+        try:
+            self.process(path)
+        except Exception:  # one bad file never stops the chain
+            logger.exception("Chain %s: could not handle %s", self.chain.name, path)
+
+    def _first_time(self, path: str) -> bool:
+        """The same file reported twice (backlog scan and event, two close events): handled once."""
+        try:
+            stat = os.stat(path)
+        except FileNotFoundError:
+            logger.warning("Chain %s: %s vanished before it could be copied", self.chain.name, path)
+            return False
+        stamp = (stat.st_size, stat.st_mtime_ns)
+        with self._seen_lock:
+            if self._seen.get(path) == stamp:
+                return False
+            self._seen[path] = stamp
+            if len(self._seen) > 100_000:
+                self._seen.clear()
+        return True
+
+    def process(self, path: str) -> bool:
+        """Copy one file to every destination; True when all of them have it."""
+        chain = self.chain
+        fields = self.matcher.parse(path)
+        if fields is None or not self._first_time(path):
+            return False
+        logger.info("Chain %s: we have a match: %s", chain.name, path)
+        copied = path
+        if chain.compression:
+            try:
+                copied = decompress(path, chain.compression, chain.working_directory, chain.prog)
+            except (OSError, EOFError, subprocess.SubprocessError) as exc:
+                self.metrics.transfers_failed.labels(chain.name, "file", "error").inc()
+                logger.error("Chain %s: could not decompress %s: %s (not copied)", chain.name, path, exc)
+                return False
+        try:
+            copies = [self.copy(copied, destination, fields) for destination in chain.destinations]  # every one
+            done = all(copies)
+        finally:
+            if copied != path:
+                _remove(copied)
+        if done and chain.delete:
+            _remove(path)
+            with self._seen_lock:
+                self._seen.pop(path, None)
+            logger.debug("Removed %s", path)
+        elif not done:
+            logger.error("Chain %s: %s was not copied to every destination%s", chain.name, path,
+                         "; not deleted" if chain.delete else "")
+        return done
+
+    def copy(self, source: str, destination: str, fields: dict) -> bool:
+        chain = self.chain
+        target = as_directory(destination)
+        scheme = scheme_label(urlsplit(target).scheme)
+        shown = strip_password(target)
+        self.metrics.transfers_started.labels(chain.name, scheme).inc()
+        attrs = dict(thaw(chain.connection_parameters))
+        attrs.setdefault("checksum", chain.checksum)
+        try:
+            result = self.service.transfers.transfer(source, target, attrs)
+        except TransferError as exc:
+            reason = "permanent" if isinstance(exc, PermanentTransferError) else "transient"
+            self.metrics.transfers_failed.labels(chain.name, scheme, reason).inc()
+            logger.error("Chain %s: could not copy %s to %s: %s", chain.name, source, shown, redact(exc))
+            return False
+        self.metrics.transfers_succeeded.labels(chain.name, scheme).inc()
+        self.metrics.transferred_bytes.labels(chain.name, scheme).inc(result.size)
+        self.metrics.transfer_duration.labels(chain.name, scheme).observe(result.duration)
+        self.metrics.last_transfer.labels(chain.name).set(time.time())
+        logger.info("Successfully copied %s to %s", source, result.destination)
+        self.publish(target, source, fields, result)
+        return True
+
+    def publish(self, destination: str, copied: str, fields: dict, result) -> None:
+        publisher = self.service.publisher
+        if publisher is None:
+            return
+        if not self.chain.topic:
+            if not self._warned_topic:
+                self._warned_topic = True
+                logger.warning("Chain %s has no topic: nothing is published for it", self.chain.name)
+            return
+        data = message_data(self.chain, fields, destination, copied, self.service.own_ip(), result)
+        try:
+            message = messaging.make_message(self.chain.topic, "file", data)
+        except MessageDecodeError as exc:
+            logger.error("Chain %s: cannot publish %s: %s", self.chain.name, data["uri"], exc)
+            return
+        if publisher.send(message):
+            self.metrics.messages_published.labels(self.chain.name, "file").inc()
+        else:
+            self.metrics.messages_dropped.labels(self.chain.name).inc()
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        logger.warning("Could not remove %s: %s", path, exc.strerror)
+
+
+# --------------------------------------------------------------------------------------------------
+# The service
+# --------------------------------------------------------------------------------------------------
+
+class MoveIt:
+    """The move_it service: chains, an optional publisher, the housekeeping loop."""
+
+    kind = "move_it"
+
+    def __init__(self, config: Config, options: MoveItOptions | None = None, metrics: Metrics | None = None,
+                 transfers=None):
+        from trollmoves.movers import TransferService
+
+        self.config = config
+        self.options = options or MoveItOptions()
+        self.metrics = metrics or Metrics(self.kind)
+        self.transfers = transfers or TransferService()
+        self._own_transfers = transfers is None
+        self.publisher: messaging.Publisher | None = None
+        self.chains: dict[str, MovedChain] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._housekeeper: threading.Thread | None = None
+        self._own_ip: str | None = None
+        self.ready = threading.Event()
+
+    def start(self) -> None:
+        if self.options.publish_port is not None:
+            self.publisher = messaging.Publisher(PUBLISHER_NAME, self.options.publish_port,
+                                                 self.options.publish_address, nameservers=False).start()
+            self.publisher.heartbeat(HEARTBEAT_INTERVAL)
+        for chain in self.config.chains:
+            self._start_chain(chain)
+        self._housekeeper = threading.Thread(target=self._housekeeping, name="move_it-housekeeping", daemon=True)
+        self._housekeeper.start()
+        self.ready.set()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        with self._lock:
+            for moved in list(self.chains.values()):
+                moved.stop(timeout)
+            self.chains.clear()
+        if self._housekeeper is not None:
+            self._housekeeper.join(timeout)
+        if self.publisher is not None:
+            self.publisher.stop()
+        if self._own_transfers:
+            self.transfers.close()
+
+    def reload(self, config: Config) -> None:
+        """Rebuild changed chains, start new ones, stop removed ones; unchanged chains keep running."""
+        removed, changed, added = chain_changes(self.config.chains, config.chains)
+        with self._lock:
+            for name in removed + changed:
+                logger.info("Chain %s %s", name, "removed" if name in removed else "changed: restarting it")
+                moved = self.chains.pop(name, None)
+                if moved is not None:
+                    moved.stop(5.0)
+            for name in removed:
+                self.metrics.remove_chain(name)
+            for chain in config.chains:
+                if chain.name in added:
+                    logger.info("Chain %s added", chain.name)
+                if chain.name in added or chain.name in changed:
+                    self._start_chain(chain)
+            self.config = config
+        self.metrics.reloads.labels("success").inc()
+
+    def health(self) -> dict[str, Any]:
+        chains = {name: {"watching": moved.healthy(), "error": moved.last_error}
+                  for name, moved in list(self.chains.items())}
+        return {"ok": all(c["watching"] for c in chains.values()), "chains": chains,
+                "publisher": self.publisher.port if self.publisher is not None else None}
+
+    def fatal_error(self) -> str | None:
+        return None
+
+    def own_ip(self) -> str:
+        if self._own_ip is None:
+            self._own_ip = messaging.own_ip()
+        return self._own_ip
+
+    def _start_chain(self, chain: MoveItChain) -> None:
+        moved = MovedChain(chain, self)
+        moved.start()
+        self.chains[chain.name] = moved
+
+    def _housekeeping(self) -> None:
+        last_check = time.monotonic()
+        while not self._stop.wait(1.0):
+            if self.publisher is not None:
+                try:
+                    self.publisher.heartbeat(HEARTBEAT_INTERVAL)
+                except Exception:
+                    logger.exception("Heartbeat failed")
+            if time.monotonic() - last_check >= self.options.chain_check_interval:
+                last_check = time.monotonic()
+                self.check_chains()
+
+    def check_chains(self) -> None:
+        """Restart the watchers that died or whose directory was missing (it may exist now)."""
+        with self._lock:
+            for moved in self.chains.values():
+                if not moved.healthy() and not self._stop.is_set():
+                    logger.warning("Chain %s is not watching (%s): restarting its watcher", moved.chain.name,
+                                   moved.last_error or "watcher stopped")
+                    moved.restart_watcher()
+
+
+__all__ = ["MoveIt", "MoveItOptions", "MovedChain", "as_directory", "chain_changes", "message_data"]
