@@ -135,7 +135,11 @@ def _run(kind: str, name: str, args: argparse.Namespace, build: Callable) -> int
         logger.critical("Cannot start %s: %s", name, exc)
         return EXIT_CONFIG
     service = build(cfg, args)
-    metrics = _start_metrics(cfg, args, service, name)
+    try:
+        metrics = _start_metrics(cfg, args, service, name)
+    except OSError as exc:
+        logger.critical("Cannot start %s: %s", name, exc)
+        return EXIT_CONFIG
     try:
         return run_service(service, args.config_file, kind, cfg.daemon.drain_timeout,
                            check_health=getattr(service, "fatal_error", None))
@@ -155,7 +159,7 @@ def _start_metrics(cfg, args: argparse.Namespace, service, name: str):
         logger.warning("Metrics requested on port %s but trollmoves.metrics is not available", port)
         return None
     server = MetricsHTTPServer(address, port, getattr(service, "metrics", None), getattr(service, "health", None))
-    server.start()
+    server.start()  # OSError (port taken) is reported by _run as a start-up error
     logger.info("Serving /metrics and /healthz on http://%s:%s", address, server.port)
     return server
 

@@ -45,6 +45,7 @@ logger = logging.getLogger(__name__)
 SERVER_HEARTBEAT_SUBJECT = "/heartbeat/move_it_server"
 PROVIDER_SEEN_PERSIST_INTERVAL = 5.0
 CATCH_UP_MARGIN = 30.0
+REJOIN_GRACE = 1.0
 
 
 # --------------------------------------------------------------------------------------------------
@@ -225,11 +226,13 @@ class FollowedChain:
         self.started_at = time.time()
         self.subscriber: messaging.Subscriber | None = None
         self._resubscribe: set[str] = set()
+        self._publish_after = 0.0
 
     # lifecycle ------------------------------------------------------------------------------------
     def start(self) -> None:
         chain = self.chain
         self.metrics.init_chain(chain.name)
+        self.metrics.add_scrape_callback(self._scrape_retry_queue, chain=chain.name)
         from trollmoves.server import publisher_curve
 
         self.curve = (messaging.CurveClientKeys(chain.curve_secret_key_file, chain.curve_server_public_key_file)
@@ -237,6 +240,7 @@ class FollowedChain:
         self.publisher = messaging.Publisher(f"move_it_{chain.name}", chain.publish_port, chain.publish_address,
                                              nameservers=chain.nameservers,
                                              curve=publisher_curve(self.client.config)).start()
+        self._publish_after = time.monotonic() + (REJOIN_GRACE if chain.publish_port else 0.0)
         self._thread = threading.Thread(target=self._receive_loop, name=f"listen:{chain.name}", daemon=True)
         self._ready = threading.Event()
         self._thread.start()
@@ -258,6 +262,13 @@ class FollowedChain:
         self.workers.shutdown(wait=True, cancel_futures=True)
         if self.publisher is not None:
             self.publisher.stop()
+
+    def _scrape_retry_queue(self) -> None:
+        """At scrape time: files waiting for a retry, and since when the oldest is waiting."""
+        with self.lock:
+            waiting = [e.first_seen for e in self.pending.values() if e.attempts and not e.started]
+        self.metrics.retry_queue_length.labels(self.chain.name).set(len(waiting))
+        self.metrics.retry_queue_oldest.labels(self.chain.name).set(min(waiting, default=0))
 
     def _topics(self) -> list[str]:
         topics = [self.chain.topic] if self.chain.topic else []
@@ -314,6 +325,7 @@ class FollowedChain:
         self.metrics.messages_received.labels(self.chain.name, message_type_label(message.type)).inc()
         data = message.data if isinstance(message.data, dict) else {}
         if message.type == "beat":
+            self.metrics.last_heartbeat.labels(self.chain.name).set(time.time())
             try:
                 self.provider_min_interval[address] = float(data.get("min_interval", 30) or 30)
             except (TypeError, ValueError):
@@ -624,6 +636,9 @@ class FollowedChain:
     def _publish(self, message: messaging.Message) -> None:
         if self.publisher is None:
             return
+        wait = self._publish_after - time.monotonic()
+        if wait > 0:
+            self._stop.wait(wait)
         if self.publisher.send(message):
             self.metrics.messages_published.labels(self.chain.name, message_type_label(message.type)).inc()
         else:

@@ -27,6 +27,7 @@ from trollmoves import messaging
 from trollmoves.client import Scheduler, collect_uids, compose_destination
 from trollmoves.config import MirrorChain
 from trollmoves.errors import MessageDecodeError, RequestError
+from trollmoves.metrics import message_type_label
 from trollmoves.server import Server, ServedChain, ServerOptions, file_entries, request_curve
 
 logger = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ class MirroredChain(ServedChain):
         data = message.data if isinstance(message.data, dict) else None
         if message.type not in ("file", "dataset", "collection") or not data or "request_address" not in data:
             return
-        self.metrics.messages_received.labels(self.chain.name, message.type).inc()
+        self.metrics.messages_received.labels(self.chain.name, message_type_label(message.type)).inc()
         entries = file_entries(data)
         if not entries:
             return

@@ -188,11 +188,19 @@ def _reload(service: Service, config_path: str, kind: str) -> None:
         new_config = load_config(config_path, kind)
     except ConfigError as exc:
         logger.error("Config reload refused, keeping the running config: %s", exc)
+        _count_reload(service, "failure")
         return
     try:
         service.reload(new_config)
     except Exception:  # noqa: BLE001
         logger.exception("Config reload failed; the running config is kept where possible")
+        _count_reload(service, "failure")
+
+
+def _count_reload(service: Service, result: str) -> None:
+    metrics = getattr(service, "metrics", None)
+    if metrics is not None:
+        metrics.reloads.labels(result).inc()
 
 
 def log_start(name: str) -> None:

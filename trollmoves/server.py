@@ -52,6 +52,7 @@ logger = logging.getLogger(__name__)
 PUBLISHER_NAME = "move_it_server"
 MAX_INFO_COUNT = 2256
 HEARTBEAT_INTERVAL = 30
+REJOIN_GRACE = 1.0
 
 
 @dataclass(frozen=True)
@@ -701,6 +702,7 @@ class Server:
         self.metrics = metrics or Metrics(self.kind)
         self.transfers = transfers or TransferService()
         self._own_transfers = transfers is None
+        self.metrics.watch_pool(self.transfers)
         self.publisher: messaging.Publisher | None = None
         self.deleter = Deleter()
         self.chains: dict[str, ServedChain] = {}
@@ -708,6 +710,7 @@ class Server:
         self._housekeeper: threading.Thread | None = None
         self._fatal: str | None = None
         self._own_ip: str | None = None
+        self._publish_after = 0.0
         self._lock = threading.Lock()
         self.ready = threading.Event()
 
@@ -716,6 +719,7 @@ class Server:
         self.publisher = messaging.Publisher(self.options.publisher_name, self.options.publish_port,
                                              self.options.publish_address, nameservers=False,
                                              curve=publisher_curve(self.config)).start()
+        self._publish_after = time.monotonic() + (REJOIN_GRACE if self.options.publish_port else 0.0)
         self.deleter.start()
         if self.options.backlog_delay:
             time.sleep(self.options.backlog_delay)
@@ -795,6 +799,9 @@ class Server:
             return None
 
     def publish(self, message, chain_name: str) -> bool:
+        wait = self._publish_after - time.monotonic()
+        if wait > 0:
+            self._stop.wait(wait)
         ok = self.publisher.send(message)
         if ok:
             self.metrics.messages_published.labels(chain_name, message.type if message.type in
