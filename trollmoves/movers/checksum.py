@@ -10,8 +10,9 @@ standard messages and for receivers that cannot compute xxh3.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import xxhash
 

@@ -14,8 +14,9 @@ import dataclasses
 import hashlib
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from trollmoves.errors import PermanentTransferError
 from trollmoves.movers.checksum import DEFAULT_METHOD, normalise_method

@@ -1,0 +1,198 @@
+"""The mover core: what a protocol must provide, and the 0.19 per-file API.
+
+A protocol lives in one module with two classes:
+
+* a ``Connection``: one open session to one endpoint (what the pool keeps).
+  Required: ``upload``, ``rename``, ``remove``, ``makedirs``; optional
+  capabilities (``remote_size``, ``atomic_put``, ``remote_checksum``) are
+  declared in ``capabilities`` and read once by the shared delivery code,
+  which falls back when one is absent.
+* a ``Mover`` subclass: the protocol's driver (``connect``, ``pool_key``,
+  ``remote_path``, ``check_options``) and, for programs written against
+  trollmoves 0.19, the old ``Mover(origin, destination, attrs).copy()`` API.
+
+Movers hold no connections and start no threads: pooling, retries, atomic
+delivery and checksums are shared code (``pool``, ``retry``, ``delivery``,
+``transfer``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import posixpath
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from trollmoves.errors import TransferError
+from trollmoves.movers.destination import Destination, parse_destination, target_path
+from trollmoves.movers.options import TransferOptions
+from trollmoves.movers.retry import classify
+
+if TYPE_CHECKING:  # pragma: no cover
+    from trollmoves.movers.source import Source
+    from trollmoves.movers.transfer import TransferResult
+
+logger = logging.getLogger(__name__)
+
+RENAME = "rename"
+REMOTE_SIZE = "remote_size"
+ATOMIC_PUT = "atomic_put"
+REMOTE_CHECKSUM = "remote_checksum"
+
+
+class Connection:
+    """One open session to an endpoint. Subclasses translate library errors in ``translate``."""
+
+    capabilities: frozenset[str] = frozenset({RENAME, REMOTE_SIZE})
+
+    def __init__(self, endpoint: Destination, options: TransferOptions):
+        self.endpoint = endpoint
+        self.options = options
+        self._known_dirs: set[str] = set()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.endpoint.safe_url('')}>"
+
+    # required ------------------------------------------------------------------------------
+    def upload(self, source: Source, remote: str) -> int:
+        """Send ``source`` to ``remote``; return the number of bytes sent."""
+        raise NotImplementedError
+
+    def rename(self, old: str, new: str) -> None:
+        """Rename, replacing an existing ``new``."""
+        raise NotImplementedError
+
+    def remove(self, path: str) -> None:
+        raise NotImplementedError
+
+    def _mkdirs(self, path: str) -> None:
+        """Create ``path`` and its parents (existing ones are fine)."""
+        raise NotImplementedError
+
+    def alive(self) -> bool:
+        """Cheap local check (no round trip) that the session can still be used."""
+        return True
+
+    def close(self) -> None:
+        """Close the session; must not raise."""
+
+    # optional ------------------------------------------------------------------------------
+    def size(self, path: str) -> int | None:
+        """Size of the remote file, or None when the protocol cannot tell."""
+        return None
+
+    def remote_checksum(self, path: str, method: str) -> str | None:
+        """Hex digest computed by the server, or None when not supported for ``method``."""
+        return None
+
+    # shared --------------------------------------------------------------------------------
+    def makedirs(self, path: str) -> None:
+        """Create ``path`` unless this session already made or saw it."""
+        if not path or path in self._known_dirs:
+            return
+        self._mkdirs(path)
+        self._known_dirs.add(path)
+
+    def walk_mkdirs(self, path: str, exists: Callable[[str], bool], mkdir: Callable[[str], Any]) -> None:
+        """Create the missing part of ``path`` top-down with the protocol's ``exists`` and ``mkdir``.
+
+        A ``mkdir`` that fails because another writer made the directory meanwhile is fine;
+        any other failure is re-raised.
+        """
+        missing = []
+        while path and path not in ("/", ".") and not exists(path):
+            missing.append(path)
+            path = posixpath.dirname(path)
+        for directory in reversed(missing):
+            try:
+                mkdir(directory)
+            except Exception:
+                if not exists(directory):
+                    raise
+            self._known_dirs.add(directory)
+
+    def forget_dir(self, path: str) -> bool:
+        """Drop ``path`` from the made-directories cache; True if it was there."""
+        if path in self._known_dirs:
+            self._known_dirs.discard(path)
+            return True
+        return False
+
+    def translate(self, exc: BaseException, what: str, path: str | None = None) -> TransferError:
+        """Map an exception to a Transient/PermanentTransferError naming the safe destination."""
+        return classify(exc, self.endpoint.safe_url(path), what)
+
+    def call(self, what: str, path: str | None, function: Callable[..., Any], *args: Any) -> Any:
+        """Run ``function(*args)``, translating whatever it raises."""
+        try:
+            return function(*args)
+        except TransferError:
+            raise
+        except Exception as exc:
+            raise self.translate(exc, what, path) from exc
+
+
+class Mover:
+    """Base of the protocol drivers, and the 0.19 per-file API.
+
+    ``Mover(origin, destination, attrs, backup_targets).copy()`` transfers one
+    file through a short-lived transfer service and returns a TransferResult;
+    ``destination`` is then the destination actually used (backup host,
+    resolved file name), as a ParseResult without password.
+    """
+
+    schemes: tuple[str, ...] = ()
+    default_port: int | None = None
+
+    def __init__(self, origin: str, destination: Any, attrs: Mapping[str, Any] | None = None,
+                 backup_targets: list[str] | None = None):
+        self.origin = origin
+        self._target = parse_destination(destination)
+        self.destination = self._target.parse_result()
+        self.attrs = dict(attrs or {})
+        self.backup_targets = backup_targets
+        self.result: TransferResult | None = None
+
+    def copy(self) -> TransferResult:
+        """Transfer the file (atomically, checksummed, retried)."""
+        from trollmoves.movers.transfer import TransferService
+
+        with TransferService() as service:
+            self.result = service.transfer(self.origin, self._target, self.attrs,
+                                           backup_targets=self.backup_targets, mover=type(self))
+        self.destination = self.result.url
+        return self.result
+
+    def move(self) -> TransferResult:
+        """Transfer the file, then delete the source."""
+        result = self.copy()
+        os.remove(self.origin)
+        return result
+
+    # driver --------------------------------------------------------------------------------
+    @classmethod
+    def connect(cls, endpoint: Destination, options: TransferOptions) -> Connection:
+        """Open a session to ``endpoint``; raise Transient/PermanentTransferError on failure."""
+        raise NotImplementedError
+
+    @classmethod
+    def pool_key(cls, endpoint: Destination, options: TransferOptions) -> tuple:
+        """(scheme, host, port, user, settings digest): sessions with equal keys are interchangeable."""
+        user = endpoint.user or options.username
+        return (endpoint.scheme, endpoint.host, endpoint.port or cls.default_port, user,
+                options.fingerprint(endpoint.password, options.password, cls.connection_settings(options)))
+
+    @classmethod
+    def connection_settings(cls, options: TransferOptions) -> tuple:
+        """Options that change how a session is opened (part of the pool key)."""
+        return (options.connect_timeout, options.timeout)
+
+    @classmethod
+    def remote_path(cls, endpoint: Destination, source: str) -> str:
+        """Where the file goes on the endpoint (a directory-like path keeps the source name)."""
+        return target_path(endpoint.path, source)
+
+    @classmethod
+    def check_options(cls, options: TransferOptions) -> None:
+        """Reject options this protocol cannot honour (raise InvalidSettingError)."""

@@ -1,0 +1,187 @@
+"""A pool of open connections, reused across files and closed when idle.
+
+Opening an SSH or FTP session costs several round trips and, for SSH, a key
+exchange; a chain sending thousands of small files a day should pay that once.
+The pool belongs to a transfer service (one per daemon, or per test), never to
+a module or a mover class, so two services in one process share nothing.
+
+* Keyed by (scheme, host, port, user, digest of the connection settings).
+* A connection is lent to one caller at a time (``lease``) and handed back
+  when the caller is done; one that failed at the transport level is closed.
+* Idle connections are closed after their ``idle_timeout`` (0.19's
+  ``connection_uptime``, default 30 s) by one reaper thread per pool that waits
+  on a Condition, and when more than ``max_idle`` are kept (oldest first).
+* ``close()`` closes everything and stops the reaper.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterator
+from dataclasses import dataclass
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PoolStats:
+    """Counters for tests and metrics: how many connections were opened, reused, closed, idle."""
+
+    opened: int
+    reused: int
+    closed: int
+    idle: int
+    leased: int
+
+
+@dataclass
+class Lease:
+    """A connection lent by the pool; ``reused`` tells whether it was opened earlier."""
+
+    connection: object
+    reused: bool
+    discard: bool = False
+
+
+class ConnectionPool:
+    """Thread-safe pool of idle connections with expiry and a size limit."""
+
+    def __init__(self, idle_timeout: float = 30.0, max_idle: int = 16,
+                 clock: Callable[[], float] = time.monotonic):
+        self.idle_timeout = idle_timeout
+        self.max_idle = max_idle
+        self._clock = clock
+        self._cond = threading.Condition()
+        self._idle: OrderedDict[int, tuple[Hashable, object, float]] = OrderedDict()
+        self._serial = 0
+        self._leased = 0
+        self._opened = self._reused = self._closed = 0
+        self._closing = False
+        self._reaper: threading.Thread | None = None
+
+    @contextlib.contextmanager
+    def lease(self, key: Hashable, factory: Callable[[], object],
+              idle_timeout: float | None = None) -> Iterator[Lease]:
+        """Lend an idle connection for ``key`` or open one with ``factory``.
+
+        On a normal exit the connection goes back to the pool unless
+        ``lease.discard`` was set or it no longer looks alive; on an exception
+        it is closed unless it still looks alive (a refused file does not spoil
+        an SSH session, a reset does).
+        """
+        lease = self._take(key)
+        if lease is None:
+            connection = factory()
+            with self._cond:
+                self._opened += 1
+                self._leased += 1
+            lease = Lease(connection, reused=False)
+        try:
+            yield lease
+        except BaseException:
+            self._give_back(key, lease, idle_timeout, failed=True)
+            raise
+        self._give_back(key, lease, idle_timeout, failed=False)
+
+    def stats(self) -> PoolStats:
+        with self._cond:
+            return PoolStats(self._opened, self._reused, self._closed, len(self._idle), self._leased)
+
+    def expire(self) -> int:
+        """Close the connections idle past their deadline now; return how many."""
+        now = self._clock()
+        with self._cond:
+            due = [serial for serial, (_, _, deadline) in self._idle.items() if deadline <= now]
+            stale = [self._idle.pop(serial)[1] for serial in due]
+        for connection in stale:
+            self._close(connection, "idle")
+        return len(stale)
+
+    def close(self) -> None:
+        """Close every idle connection and stop the reaper; leased ones are closed when returned."""
+        with self._cond:
+            self._closing = True
+            idle = [connection for _, connection, _ in self._idle.values()]
+            self._idle.clear()
+            self._cond.notify_all()
+            reaper = self._reaper
+        for connection in idle:
+            self._close(connection, "pool closed")
+        if reaper is not None and reaper is not threading.current_thread():
+            reaper.join()
+
+    # internals ---------------------------------------------------------------------------
+
+    def _take(self, key: Hashable) -> Lease | None:
+        while True:
+            with self._cond:
+                found = None
+                for serial in reversed(self._idle):  # most recently used first
+                    if self._idle[serial][0] == key:
+                        found = serial
+                        break
+                if found is None:
+                    return None
+                _, connection, deadline = self._idle.pop(found)
+                expired = deadline <= self._clock()
+                if not expired and _alive(connection):
+                    self._reused += 1
+                    self._leased += 1
+                    return Lease(connection, reused=True)
+            self._close(connection, "expired" if expired else "dead")
+
+    def _give_back(self, key: Hashable, lease: Lease, idle_timeout: float | None, failed: bool) -> None:
+        connection = lease.connection
+        keep = not lease.discard and _alive(connection)
+        timeout = self.idle_timeout if idle_timeout is None else idle_timeout
+        evicted = []
+        with self._cond:
+            self._leased -= 1
+            if keep and not self._closing and timeout > 0:
+                self._serial += 1
+                self._idle[self._serial] = (key, connection, self._clock() + timeout)
+                while len(self._idle) > self.max_idle:
+                    evicted.append(self._idle.popitem(last=False)[1][1])
+                self._start_reaper()
+                self._cond.notify_all()
+            else:
+                evicted.append(connection)
+        for item in evicted:
+            self._close(item, "failed" if failed and item is connection else "not kept")
+
+    def _start_reaper(self) -> None:
+        if self._reaper is None:
+            self._reaper = threading.Thread(target=self._reap, name="trollmoves-pool-reaper", daemon=True)
+            self._reaper.start()
+
+    def _reap(self) -> None:
+        while True:
+            with self._cond:
+                if self._closing:
+                    return
+                deadlines = [deadline for _, _, deadline in self._idle.values()]
+                wait = min(deadlines) - self._clock() if deadlines else None
+                if wait is None or wait > 0:
+                    self._cond.wait(None if wait is None else min(wait, 3600))
+                    continue
+            self.expire()
+
+    def _close(self, connection: object, why: str) -> None:
+        logger.debug("Closing pooled connection %s (%s)", connection, why)
+        with self._cond:
+            self._closed += 1
+        try:
+            connection.close()
+        except Exception as err:  # noqa: BLE001 - closing is best effort
+            logger.debug("Error closing %s: %s", connection, err)
+
+
+def _alive(connection: object) -> bool:
+    try:
+        return bool(connection.alive())
+    except Exception:  # noqa: BLE001 - a broken connection is simply not alive
+        return False
