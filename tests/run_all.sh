@@ -28,7 +28,7 @@ fi
 # The Debian prometheus package starts a service where systemd runs; tests start their own.
 
 echo "== installing trollmoves with its test extras"
-$PYTHON -m pip install --quiet --disable-pip-version-check -e ".[test,s3]"
+$PYTHON -m pip install --quiet --disable-pip-version-check -c tests/constraints.txt -e ".[test,s3]"
 
 # trollmoves 0.19.0 (the original) in its own venv, for tests/interop
 ORIGINAL_VENV=${TROLLMOVES_019_VENV:-/opt/trollmoves-0.19-venv}
