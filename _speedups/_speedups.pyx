@@ -9,3 +9,4 @@ One ``.pxi`` file per topic is included below.
 
 include "copy.pxi"
 include "matching.pxi"
+include "codec.pxi"

@@ -140,3 +140,38 @@ def parse_name(name: str, compiled: tuple):
     if positions is not None:
         groups = tuple(groups[i] for i in positions)
     return convert_fields(groups, names, plans, fallback)
+
+
+# --------------------------------------------------------------------------------------------------
+# Message decoding: the JSON object hook (posttroll's datetime decoding, uid/uri kept as strings)
+# --------------------------------------------------------------------------------------------------
+
+def _iso_candidate(value: str) -> bool:
+    """fromisoformat needs a four-digit year first and at least seven characters (2024W01)."""
+    return len(value) >= 7 and value[:4].isdigit()
+
+
+def _convert_list(items: list) -> None:
+    for index, value in enumerate(items):
+        if type(value) is str:
+            if _iso_candidate(value):
+                try:
+                    items[index] = _datetime.fromisoformat(value)
+                except ValueError:
+                    pass
+        elif type(value) is list:
+            _convert_list(value)
+
+
+def iso_object_hook(obj: dict) -> dict:
+    """posttroll's datetime_decoder for one JSON object, keeping uid/uri strings."""
+    for key, value in obj.items():
+        if type(value) is str:
+            if _iso_candidate(value) and key != "uid" and key != "uri":
+                try:
+                    obj[key] = _datetime.fromisoformat(value)
+                except ValueError:
+                    pass
+        elif type(value) is list:
+            _convert_list(value)
+    return obj

@@ -42,6 +42,7 @@ from posttroll.message_broadcaster import sendaddressservice
 from posttroll.publisher import get_own_ip
 from posttroll.subscriber import Subscriber as _PosttrollSubscriber
 
+from trollmoves._accel import iso_object_hook
 from trollmoves.errors import MessageDecodeError, RequestError
 
 logger = logging.getLogger(__name__)
@@ -154,38 +155,9 @@ def encode(subject: str, atype: str, data: Any = "") -> str:
     return make_message(subject, atype, data).__dict__["_wire"]
 
 
-def _convert_list(items: list) -> list:
-    for index, value in enumerate(items):
-        if type(value) is str:
-            if len(value) >= 7 and value[:4].isdigit():
-                try:
-                    items[index] = _fromisoformat(value)
-                except ValueError:
-                    pass
-        elif type(value) is list:
-            _convert_list(value)
-    return items
-
-
-def _object_hook(obj: dict) -> dict:
-    """posttroll's datetime_decoder, except that uid/uri stay strings and only ISO-like strings are tried.
-
-    ``fromisoformat`` needs a four-digit year first and at least seven characters
-    (``2024W01``), so every other string is left alone without trying it.
-    """
-    for key, value in obj.items():
-        if type(value) is str:
-            if len(value) >= 7 and value[:4].isdigit() and key not in _STRING_KEYS:
-                try:
-                    obj[key] = _fromisoformat(value)
-                except ValueError:
-                    pass
-        elif type(value) is list:
-            _convert_list(value)
-    return obj
-
-
 _fromisoformat = dt.datetime.fromisoformat
+# posttroll's datetime decoding of JSON objects (uid/uri kept as strings), compiled in _speedups
+_JSON_DECODER = json.JSONDecoder(object_hook=iso_object_hook)
 
 
 def decode(raw: str | bytes) -> Message:
@@ -221,7 +193,7 @@ def decode(raw: str | bytes) -> Message:
             payload = parts[6]
             if mimetype == "application/json":
                 try:
-                    data = json.loads(payload, object_hook=_object_hook)
+                    data = _JSON_DECODER.decode(payload)
                 except ValueError:
                     raise MessageError(f"JSON decode failed on '{payload[:36]} ...'") from None
             elif mimetype == "text/ascii":
