@@ -34,6 +34,7 @@ from trollsift import compose
 
 from trollmoves import messaging
 from trollmoves.config import ClientChain, Config, thaw
+from trollmoves.matching import Composer
 from trollmoves.errors import MessageDecodeError, RequestError
 from trollmoves.metrics import Metrics, message_type_label, scheme_label
 from trollmoves.redact import strip_password
@@ -67,12 +68,12 @@ def collect_uids(data: Any) -> list[str]:
     return uids
 
 
-def compose_destination(template: str, data: dict, login: str | None) -> tuple[str, str]:
+def compose_destination(template: str | Composer, data: dict, login: str | None) -> tuple[str, str]:
     """(destination sent to the server, with credentials; destination published, without password).
 
     Host defaults to this host's name when the template has none, as the original does.
     """
-    composed = compose(template, data)
+    composed = template.compose(data) if isinstance(template, Composer) else compose(template, data)
     parts = urlsplit(composed)
     scheme = parts.scheme or "file"
     host = parts.netloc.rsplit("@", 1)[-1] if parts.netloc else ""
@@ -219,11 +220,13 @@ class FollowedChain:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.provider_last_message: dict[str, float] = {}
+        self.provider_last_heard: dict[str, float] = {}
         self.provider_min_interval: dict[str, float] = {}
         self.request_addresses_by_provider: dict[str, set[str]] = {}
         self._seen_request_addresses: set[str] = set()
         self._persisted_seen: dict[str, float] = {}
         self.started_at = time.time()
+        self.composer = Composer(chain.destination)
         self.subscriber: messaging.Subscriber | None = None
         self._resubscribe: set[str] = set()
         self._publish_after = 0.0
@@ -288,6 +291,7 @@ class FollowedChain:
                 topics = [provider.topic] + ([SERVER_HEARTBEAT_SUBJECT] if chain.heartbeat else [])
             subscriber.add(provider.address, topics)
             self.provider_last_message[provider.address] = time.monotonic()
+            self.provider_last_heard[provider.address] = time.monotonic()
         self._ready.set()
         try:
             while not self._stop.is_set():
@@ -316,12 +320,13 @@ class FollowedChain:
                                now - last)
                 subscriber.reconnect(address)
                 self.provider_last_message[address] = now
+                heard = self.provider_last_heard.get(address, last)
                 for request_address in self.request_addresses_by_provider.get(address, ()):
-                    self.workers.submit(self.catch_up, request_address, time.time() - now + last - CATCH_UP_MARGIN)
+                    self.workers.submit(self.catch_up, request_address, time.time() - now + heard - CATCH_UP_MARGIN)
 
     # message handling (receive thread: quick, never blocking) ------------------------------------
     def handle(self, address: str, message: messaging.Message) -> None:
-        self.provider_last_message[address] = time.monotonic()
+        self.provider_last_message[address] = self.provider_last_heard[address] = time.monotonic()
         self.metrics.messages_received.labels(self.chain.name, message_type_label(message.type)).inc()
         data = message.data if isinstance(message.data, dict) else {}
         if message.type == "beat":
@@ -465,7 +470,7 @@ class FollowedChain:
         chain = self.chain
         data = dict(source.data)
         try:
-            destination, public_destination = compose_destination(chain.destination, data, chain.login)
+            destination, public_destination = compose_destination(self.composer, data, chain.login)
         except (KeyError, ValueError) as exc:
             logger.error("Chain %s: cannot compose destination %s from the announcement: %s", chain.name,
                          chain.destination, exc)
@@ -533,8 +538,7 @@ class FollowedChain:
         """The final message: URIs at the destination, ``origin`` = the server, unpacked if configured."""
         chain = self.chain
         data = dict(reply.data) if isinstance(reply.data, dict) else dict(source.data)
-        destination = data.pop("destination", None) or compose_destination(chain.destination, source.data,
-                                                                            None)[1]
+        destination = data.pop("destination", None) or compose_destination(self.composer, source.data, None)[1]
         destination = strip_password(destination)
         origin = data.pop("request_address", None) or source.data.get("request_address")
         data.pop("backup_targets", None)
@@ -687,12 +691,12 @@ class Client:
                  workers_per_chain: int = 4, max_fetch_attempts: int = 6):
         self.config = config
         self.metrics = metrics or Metrics(self.kind)
+        self._state_path: str | None = None
         if state is None:
             directory = config.daemon.state_directory
-            path = (os.path.join(directory, os.path.basename(default_state_path(config.path, "client")))
-                    if directory else default_state_path(config.path, "client"))
-            state = StateStore(path)
-        self.state = state
+            self._state_path = (os.path.join(directory, os.path.basename(default_state_path(config.path, "client")))
+                                if directory else default_state_path(config.path, "client"))
+        self.state: StateStore | None = state
         self.workers_per_chain = workers_per_chain
         self.max_fetch_attempts = max_fetch_attempts
         self.scheduler = Scheduler("client-scheduler")
@@ -703,6 +707,8 @@ class Client:
         self.ready = threading.Event()
 
     def start(self) -> None:
+        if self.state is None:
+            self.state = StateStore(self._state_path)
         self.scheduler.start()
         for chain in self.config.chains:
             self._start_chain(chain)
@@ -731,7 +737,8 @@ class Client:
         self.chains.clear()
         if self._housekeeper is not None:
             self._housekeeper.join(timeout)
-        self.state.close()
+        if self.state is not None:
+            self.state.close()
 
     def reload(self, config: Config) -> None:
         old = {c.name: c for c in self.config.chains}
@@ -765,7 +772,7 @@ class Client:
         chains = {}
         now = time.monotonic()
         for name, followed in self.chains.items():
-            silent = min((now - t for t in followed.provider_last_message.values()), default=None)
+            silent = min((now - t for t in followed.provider_last_heard.values()), default=None)
             chains[name] = {"listening": followed._thread is not None and followed._thread.is_alive(),
                             "pending": len(followed.pending), "seconds_since_last_message": silent}
         return {"chains": chains, "ok": all(c["listening"] for c in chains.values())}

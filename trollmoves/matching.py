@@ -174,3 +174,49 @@ def literal_directory(glob: str) -> str:
 
 
 __all__ = ["PatternMatcher", "literal_directory", "plan_field", "dt"]
+
+
+class Composer:
+    """``trollsift.compose(template, data)``, with the template split once instead of per call.
+
+    Templates with plain field names are composed here (``format(value, spec)`` per
+    field, trollsift's conversions ``!u !l !c !t !R !h !H``); anything else (nested
+    fields in a spec, attribute or index fields, auto-numbered fields) goes to
+    trollsift itself. Results and errors (KeyError for a missing field, ValueError
+    for a value that does not fit its spec) are trollsift's.
+    """
+
+    def __init__(self, template: str):
+        from trollsift.parser import StringFormatter
+
+        self.template = template
+        self._formatter = StringFormatter()
+        parts: list = []
+        simple = True
+        for literal, field_name, spec, conversion in string.Formatter().parse(template):
+            if literal:
+                parts.append(literal)
+            if field_name is None:
+                continue
+            if not field_name.isidentifier() or (spec and "{" in spec):
+                simple = False
+                break
+            parts.append((field_name, spec or "", conversion))
+        self._parts = tuple(parts) if simple else None
+
+    def compose(self, data: dict) -> str:
+        if self._parts is None:
+            from trollsift import compose
+
+            return compose(self.template, data)
+        out = []
+        for part in self._parts:
+            if part.__class__ is str:
+                out.append(part)
+                continue
+            name, spec, conversion = part
+            value = data[name]
+            if conversion is not None:
+                value = self._formatter.convert_field(value, conversion)
+            out.append(format(value, spec))
+        return "".join(out)

@@ -193,3 +193,48 @@ def test_composed_names_round_trip(when, number, word):
                 assert_same(pattern, name)
             finally:
                 matching.parse_name = original
+
+
+COMPOSE_TEMPLATES = [
+    "file:///data/{platform_name}/{start_time:%Y/%m/%d}/",
+    "ftp://host/{sensor!u}/{platform_name!l}_{orbit_number:05d}_{start_time:%Y%m%d_%H%M}.l1b",
+    "sftp://u@h:2222/{a!R}/{b!h}/{c!H}/{d!c}/{e!t}/{f!r}/{g!s}/",
+    "s3://bucket/{x:>8s}|{y:*^9}|{z:+.3f}|{n:x}",
+    "{{literal}}/{platform_name}",
+    "/{a[0]}/{b.real}/",
+    "/{}/",
+    "/{a:{w}d}/",
+]
+COMPOSE_DATA = {"platform_name": "NOAA-19", "start_time": dt.datetime(2024, 1, 2, 3, 4, 5), "sensor": "avhrr",
+                "orbit_number": 123, "a": "a-b_c d:e", "b": "Bb-C", "c": "c c", "d": "dD", "e": "e e",
+                "f": "f", "g": 7, "x": "xy", "y": "y", "z": 1.5, "n": 255, "w": 5}
+
+
+@pytest.mark.parametrize("template", COMPOSE_TEMPLATES)
+def test_composer_matches_trollsift(template):
+    def outcome(function):
+        try:
+            return ("ok", function())
+        except Exception as exc:  # noqa: BLE001 - the same exception type is the contract
+            return ("error", type(exc))
+    expected = outcome(lambda: trollsift.compose(template, COMPOSE_DATA))
+    assert outcome(lambda: matching.Composer(template).compose(COMPOSE_DATA)) == expected
+    partial = {k: v for k, v in COMPOSE_DATA.items() if k not in ("orbit_number", "a")}
+    assert outcome(lambda: matching.Composer(template).compose(partial)) == \
+        outcome(lambda: trollsift.compose(template, partial))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(value=st.one_of(st.integers(), st.text(max_size=10), st.floats(allow_nan=False),
+                       st.datetimes(min_value=dt.datetime(1900, 1, 1))),
+       spec=st.sampled_from(["", "s", "d", "05d", ">8", "<8", "^8", "*^9", ".2f", "%Y%m%d", "x", "!u", "!R"]))
+def test_composer_matches_trollsift_on_generated_values(value, spec):
+    template = "/x/{v!u}/" if spec == "!u" else "/x/{v!R}/" if spec == "!R" else "/x/{v:" + spec + "}/"
+
+    def outcome(function):
+        try:
+            return ("ok", function())
+        except Exception as exc:  # noqa: BLE001
+            return ("error", type(exc))
+    assert outcome(lambda: matching.Composer(template).compose({"v": value})) == \
+        outcome(lambda: trollsift.compose(template, {"v": value}))
