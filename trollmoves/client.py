@@ -227,6 +227,8 @@ class FollowedChain:
         self._persisted_seen: dict[str, float] = {}
         self.started_at = time.time()
         self.composer = Composer(chain.destination)
+        self._requesters: dict[str, messaging.Requester] = {}
+        self._requesters_lock = threading.Lock()
         self.subscriber: messaging.Subscriber | None = None
         self._resubscribe: set[str] = set()
         self._publish_after = 0.0
@@ -263,6 +265,10 @@ class FollowedChain:
                 if not entry.started:
                     entry.cancelled = True
         self.workers.shutdown(wait=True, cancel_futures=True)
+        with self._requesters_lock:
+            for requester in self._requesters.values():
+                requester.close()
+            self._requesters.clear()
         if self.publisher is not None:
             self.publisher.stop()
 
@@ -272,6 +278,15 @@ class FollowedChain:
             waiting = [e.first_seen for e in self.pending.values() if e.attempts and not e.started]
         self.metrics.retry_queue_length.labels(self.chain.name).set(len(waiting))
         self.metrics.retry_queue_oldest.labels(self.chain.name).set(min(waiting, default=0))
+
+    def requester(self, request_address: str) -> messaging.Requester:
+        """The pooled requester of one server: its sockets are reused from file to file."""
+        with self._requesters_lock:
+            requester = self._requesters.get(request_address)
+            if requester is None:
+                requester = self._requesters[request_address] = messaging.Requester(
+                    request_address, self.curve, pooled=True, max_idle=self.client.workers_per_chain)
+            return requester
 
     def _topics(self) -> list[str]:
         topics = [self.chain.topic] if self.chain.topic else []
@@ -494,7 +509,7 @@ class FollowedChain:
         self.metrics.transfers_started.labels(chain.name, scheme).inc()
         started = time.monotonic()
         try:
-            reply = messaging.Requester(request_address, self.curve).request(
+            reply = self.requester(request_address).request(
                 messaging.make_message(source.subject, "push", request_data),
                 timeout=chain.transfer_req_timeout * 3, resend_after=chain.transfer_req_timeout)
         except (RequestError, MessageDecodeError) as exc:
@@ -584,7 +599,7 @@ class FollowedChain:
         if not request_address:
             return
         try:
-            messaging.Requester(str(request_address), self.curve).request(
+            self.requester(str(request_address)).request(
                 messaging.make_message(announcement.subject, "ack", dict(announcement.data)),
                 timeout=max(self.chain.req_timeout, 0.1) * 3, resend_after=None)
         except RequestError as exc:
@@ -594,7 +609,7 @@ class FollowedChain:
         """Ask a server for what it announced since ``since`` and request the files missed."""
         topic = self.chain.topic or "/"
         try:
-            reply = messaging.Requester(request_address, self.curve).request(
+            reply = self.requester(request_address).request(
                 messaging.make_message(topic, "info", {"catch_up": {"since": since}, "max_count": 0}),
                 timeout=max(self.chain.transfer_req_timeout, 2.0))
         except RequestError as exc:

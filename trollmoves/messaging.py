@@ -671,24 +671,49 @@ class RequestServer:
 
 
 class Requester:
-    """Send one request to a server's request port and wait for its reply.
+    """Send requests to a server's request port and wait for the replies.
 
-    Uses a DEALER socket with the REQ envelope, so it talks to the original
+    Uses DEALER sockets with the REQ envelope, so it talks to the original
     server's ROUTER as a REQ socket would. A request is resent on the same socket
     after ``resend_after`` s (our server answers duplicates of an in-flight push
-    without starting a second transfer); the first reply wins. A fresh socket per
-    request means a late reply can never be taken for the answer to another one.
+    without starting a second transfer); the first reply wins.
+
+    With ``pooled``, a socket that got exactly one reply to exactly one request is
+    kept for the next request (no new TCP connection and handshake per file);
+    any other socket (timed out, resent, malformed reply) is closed, so a late
+    reply can never be taken for the answer to another request. Thread-safe.
     """
 
-    def __init__(self, address: str, curve: CurveClientKeys | None = None):
+    def __init__(self, address: str, curve: CurveClientKeys | None = None, pooled: bool = False,
+                 max_idle: int = 8):
         self.address = address if address.startswith("tcp://") else f"tcp://{address}"
         self.curve = curve
+        self.pooled = pooled
+        self.max_idle = max_idle
+        self._idle: list = []
+        self._lock = threading.Lock()
+
+    def _checkout(self):
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        return _client_socket(zmq.DEALER, self.address, {zmq.LINGER: 0}, self.curve)
+
+    def _checkin(self, sock, reusable: bool) -> None:
+        if reusable and self.pooled:
+            with self._lock:
+                if len(self._idle) < self.max_idle:
+                    self._idle.append(sock)
+                    return
+        close_socket(sock)
 
     def request(self, message: Message, timeout: float, resend_after: float | None = None) -> Message:
         raw = wire(message).encode("utf-8")
-        sock = _client_socket(zmq.DEALER, self.address, {zmq.LINGER: 0}, self.curve)
+        sock = self._checkout()
+        reusable = False
         try:
             sock.send_multipart([b"", raw])
+            sends = 1
             deadline = time.monotonic() + timeout
             next_resend = time.monotonic() + resend_after if resend_after else None
             while True:
@@ -701,15 +726,23 @@ class Requester:
                     wait = min(wait, max(0.0, next_resend - now))
                 if sock.poll(int(wait * 1000) + 1, zmq.POLLIN):
                     frames = sock.recv_multipart()
-                    payload = frames[-1]
                     try:
-                        return decode(payload)
+                        reply = decode(frames[-1])
                     except MessageDecodeError as exc:
                         raise RequestError(f"malformed reply from {self.address}: {exc}") from None
+                    reusable = sends == 1 and len(frames) == 2 and frames[0] == b""
+                    return reply
                 if next_resend is not None and time.monotonic() >= next_resend:
                     sock.send_multipart([b"", raw])
+                    sends += 1
                     next_resend = time.monotonic() + resend_after
         finally:
+            self._checkin(sock, reusable)
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for sock in idle:
             close_socket(sock)
 
 
