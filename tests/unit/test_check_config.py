@@ -224,7 +224,7 @@ def test_every_ini_and_yaml_example_has_a_toml_twin():
     assert stems == {p.stem for p in TWINS}
 
 
-@pytest.mark.parametrize(("original", "twin"), _twin_params())
+@pytest.mark.parametrize(("original", "twin"), list(_twin_params()))
 def test_toml_twin_loads_to_equal_objects(original, twin):
     """The TOML examples are the same content: same chains, daemon settings and extras."""
     expected, got = config.load(original), config.load(twin)
