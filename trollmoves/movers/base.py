@@ -21,7 +21,8 @@ from __future__ import annotations
 import logging
 import os
 import posixpath
-from collections.abc import Callable, Mapping
+import threading
+from collections.abc import Callable, Hashable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from trollmoves.errors import TransferError
@@ -133,6 +134,20 @@ class Connection:
             raise self.translate(exc, what, path) from exc
 
 
+class DriverCache:
+    """Objects a protocol driver reuses across connections, owned by one transfer service."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self._items: dict[Hashable, Any] = {}
+
+    def get(self, key: Hashable, factory: Callable[[], Any]) -> Any:
+        with self.lock:
+            if key not in self._items:
+                self._items[key] = factory()
+            return self._items[key]
+
+
 class Mover:
     """Base of the protocol drivers, and the 0.19 per-file API.
 
@@ -172,8 +187,13 @@ class Mover:
 
     # driver --------------------------------------------------------------------------------
     @classmethod
-    def connect(cls, endpoint: Destination, options: TransferOptions) -> Connection:
-        """Open a session to ``endpoint``; raise Transient/PermanentTransferError on failure."""
+    def connect(cls, endpoint: Destination, options: TransferOptions,
+                cache: DriverCache | None = None) -> Connection:
+        """Open a session to ``endpoint``; raise Transient/PermanentTransferError on failure.
+
+        ``cache`` belongs to the transfer service: objects worth keeping between
+        connections (a boto3 session and its loaded service model) go there.
+        """
         raise NotImplementedError
 
     @classmethod

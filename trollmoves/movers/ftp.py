@@ -15,7 +15,7 @@ import logging
 import netrc
 
 from trollmoves.errors import PermanentTransferError, TransferError, TransientTransferError
-from trollmoves.movers.base import REMOTE_SIZE, RENAME, Connection, Mover
+from trollmoves.movers.base import REMOTE_SIZE, RENAME, Connection, DriverCache, Mover
 from trollmoves.movers.destination import Destination
 from trollmoves.movers.options import TransferOptions
 from trollmoves.movers.retry import classify, describe
@@ -128,7 +128,8 @@ class FtpMover(Mover):
     default_port = 21
 
     @classmethod
-    def connect(cls, endpoint: Destination, options: TransferOptions) -> Connection:
+    def connect(cls, endpoint: Destination, options: TransferOptions,
+                cache: DriverCache | None = None) -> Connection:
         where = endpoint.safe_url("")
         user, password = credentials(endpoint, options)
         ftp = ftplib.FTP(timeout=options.connect_timeout)

@@ -17,7 +17,7 @@ import logging
 import os
 
 from trollmoves.errors import PermanentTransferError
-from trollmoves.movers.base import REMOTE_SIZE, RENAME, Connection, Mover
+from trollmoves.movers.base import REMOTE_SIZE, RENAME, Connection, DriverCache, Mover
 from trollmoves.movers.destination import Destination
 from trollmoves.movers.options import TransferOptions
 from trollmoves.movers.source import Source
@@ -86,7 +86,8 @@ class FileMover(Mover):
     schemes = ("file", "")
 
     @classmethod
-    def connect(cls, endpoint: Destination, options: TransferOptions) -> Connection:
+    def connect(cls, endpoint: Destination, options: TransferOptions,
+                cache: DriverCache | None = None) -> Connection:
         return LocalConnection(endpoint, options)
 
     @classmethod

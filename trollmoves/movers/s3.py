@@ -23,7 +23,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from trollmoves.errors import PermanentTransferError, TransferError, TransientTransferError
-from trollmoves.movers.base import ATOMIC_PUT, REMOTE_CHECKSUM, REMOTE_SIZE, Connection, Mover
+from trollmoves.movers.base import ATOMIC_PUT, REMOTE_CHECKSUM, REMOTE_SIZE, Connection, DriverCache, Mover
 from trollmoves.movers.destination import Destination, s3_bucket_key
 from trollmoves.movers.options import (
     S3_ALLOWED_SETTINGS,
@@ -42,7 +42,7 @@ logger = logging.getLogger(__name__)
 MiB = 1 << 20
 DEFAULT_PART_SIZE = 8 * MiB
 DEFAULT_THRESHOLD = 16 * MiB
-DEFAULT_CONCURRENCY = 4
+DEFAULT_CONCURRENCY = 8
 MIN_PART_SIZE = 5 * MiB
 
 _TRANSIENT_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed",
@@ -121,8 +121,13 @@ class S3Settings:
                 sorted(self.client_kwargs.items(), key=str), sorted(self.config_kwargs.items(), key=str))
 
 
-def make_client(settings: S3Settings, options: TransferOptions):
-    """A boto3 S3 client with trollmoves' timeouts; credentials never logged."""
+def make_client(settings: S3Settings, options: TransferOptions, cache: DriverCache | None = None):
+    """A boto3 S3 client with trollmoves' timeouts; credentials never logged.
+
+    The boto3 session (with its parsed service model, ~0.1 s to load) is kept in
+    the service's ``cache`` per profile; clients are created under its lock because
+    boto3 sessions are not thread-safe.
+    """
     try:
         import boto3
         from botocore import UNSIGNED
@@ -138,13 +143,16 @@ def make_client(settings: S3Settings, options: TransferOptions):
     }
     if settings.anon:
         config_kwargs["signature_version"] = UNSIGNED
-    session = boto3.session.Session(profile_name=settings.profile) if settings.profile else boto3.session.Session()
+    cache = cache or DriverCache()
+    session = cache.get(("boto3.Session", settings.profile),
+                        lambda: boto3.session.Session(profile_name=settings.profile))
     kwargs = dict(settings.client_kwargs)
     for name, value in (("aws_access_key_id", settings.key), ("aws_secret_access_key", settings.secret),
                         ("aws_session_token", settings.token)):
         if value:
             kwargs.setdefault(name, value)
-    return session.client("s3", config=Config(**config_kwargs), **kwargs)
+    with cache.lock:
+        return session.client("s3", config=Config(**config_kwargs), **kwargs)
 
 
 class S3Connection(Connection):
@@ -194,7 +202,10 @@ class S3Connection(Connection):
         return total
 
     def _send_parts(self, source: Source, key: str, upload_id: str, extra: dict) -> tuple[int, list[dict]]:
-        """Read parts in order (hashing them), upload up to ``concurrency`` at once."""
+        """Read parts in order (hashing them), upload up to ``concurrency`` at once.
+
+        At most ``concurrency + 1`` parts are in memory.
+        """
         settings = self.settings
         cancel = threading.Event()
         results: dict[int, dict] = {}
@@ -220,7 +231,9 @@ class S3Connection(Connection):
                     number += 1
                     total += count
                     pending.add(pool.submit(send, number, body))
-                    while len(pending) >= settings.concurrency:
+                    # One part more than there are workers waits ready in the queue, so that a
+                    # worker never idles while this thread reads and hashes the next part.
+                    while len(pending) > settings.concurrency:
                         done, pending = wait(pending, return_when=FIRST_COMPLETED)
                         for future in done:
                             future.result()
@@ -280,10 +293,11 @@ class S3Mover(Mover):
     schemes = ("s3",)
 
     @classmethod
-    def connect(cls, endpoint: Destination, options: TransferOptions) -> Connection:
+    def connect(cls, endpoint: Destination, options: TransferOptions,
+                cache: DriverCache | None = None) -> Connection:
         settings = S3Settings(options)
         try:
-            client = make_client(settings, options)
+            client = make_client(settings, options, cache)
         except Exception as exc:
             raise translate_s3_error(exc, endpoint.safe_url(""), "cannot create S3 client") from exc
         return S3Connection(endpoint, options, client, settings)

@@ -16,7 +16,7 @@ import logging
 import socket
 
 from trollmoves.errors import PermanentTransferError, TransferError, TransientTransferError
-from trollmoves.movers.base import Connection, Mover
+from trollmoves.movers.base import Connection, DriverCache, Mover
 from trollmoves.movers.destination import Destination
 from trollmoves.movers.openssh import OpenSshUploader
 from trollmoves.movers.options import InvalidSettingError, TransferOptions
@@ -162,7 +162,8 @@ class SshMover(Mover):
     connection_class: type[SshConnection] = SshConnection
 
     @classmethod
-    def connect(cls, endpoint: Destination, options: TransferOptions) -> Connection:
+    def connect(cls, endpoint: Destination, options: TransferOptions,
+                cache: DriverCache | None = None) -> Connection:
         return cls.connection_class(endpoint, options, open_client(endpoint, options))
 
     @classmethod

@@ -22,7 +22,7 @@ from typing import Any, Self
 from urllib.parse import ParseResult, urlparse
 
 from trollmoves.errors import PermanentTransferError, TransferError, TransientTransferError
-from trollmoves.movers.base import Mover
+from trollmoves.movers.base import DriverCache, Mover
 from trollmoves.movers.checksum import Checksum
 from trollmoves.movers.delivery import deliver
 from trollmoves.movers.destination import Destination, parse_destination
@@ -77,6 +77,7 @@ class TransferService:
         self.pool = pool or ConnectionPool(max_idle=max_idle)
         self.cancel = cancel
         self.on_retry = on_retry
+        self.cache = DriverCache()
 
     def __enter__(self) -> Self:
         return self
@@ -146,7 +147,7 @@ class TransferService:
         final = mover.remote_path(target, src.path)
         key = mover.pool_key(target, options)
         for fresh_retry_allowed in (True, False):
-            with self.pool.lease(key, lambda: mover.connect(target, options), options.connection_uptime) as lease:
+            with self.pool.lease(key, lambda: mover.connect(target, options, self.cache), options.connection_uptime) as lease:
                 try:
                     return final, deliver(lease.connection, src, final, options)
                 except TransientTransferError:

@@ -1,0 +1,11 @@
+"""The conformance suite for ``scp://`` against the session's real OpenSSH sshd."""
+
+import pytest
+from movers.conformance import MoverConformance, unique_prefix
+from movers.targets import SshTarget
+
+
+class TestScpMover(MoverConformance):
+    @pytest.fixture
+    def target(self, sshd_server):
+        return SshTarget(unique_prefix(), sshd_server, "scp")
