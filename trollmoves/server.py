@@ -34,7 +34,7 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -53,6 +53,7 @@ PUBLISHER_NAME = "move_it_server"
 MAX_INFO_COUNT = 2256
 HEARTBEAT_INTERVAL = 30
 REJOIN_GRACE = 1.0
+SERVABLE_AFTER_HISTORY = 200_000
 
 
 @dataclass(frozen=True)
@@ -244,8 +245,9 @@ class ServedChain:
             os.path.dirname(self.matcher.glob) != self.matcher.directory)
         self.history: OrderedDict[str, Announced] = OrderedDict()
         self.history_lock = threading.Lock()
+        self._expired: OrderedDict[str, None] = OrderedDict()
         self._seq = 0
-        self._last_stat: dict[str, tuple[int, int]] = {}
+        self._last_stat: OrderedDict[str, tuple[int, int]] = OrderedDict()
         self.queue: queue.Queue[str | None] = queue.Queue(maxsize=100_000)
         self.watcher: InotifyWatcher | PollingWatcher | None = None
         self.consecutive_restarts = 0
@@ -331,12 +333,20 @@ class ServedChain:
         self.backlog() if self.server.options.backlog else None
         return True
 
-    def stop(self, timeout: float) -> None:
+    def stop(self, timeout: float, abort: threading.Event | None = None) -> None:
+        """Stop intake and let pushes in progress finish; after ``timeout`` set ``abort`` (if given)."""
         self._stop.set()
         if self.watcher is not None:
             self.watcher.stop(timeout)
         self.queue.put(None)
-        self.workers.shutdown(wait=True, cancel_futures=False)
+        with self._inflight_lock:
+            running = list(self._inflight.values())
+        aborted = abort is not None and bool(wait(running, timeout).not_done)
+        if aborted:
+            logger.warning("Chain %s: aborting the pushes still running after %g s: %d", self.chain.name, timeout,
+                           len(self._inflight))
+            abort.set()
+        self.workers.shutdown(wait=True, cancel_futures=aborted)
         for thread in self._threads:
             thread.join(timeout)
         if self.request_server is not None:
@@ -379,8 +389,9 @@ class ServedChain:
         if self._last_stat.get(path) == stamp:
             return  # the same file reported twice (scan + event): announce once
         self._last_stat[path] = stamp
-        if len(self._last_stat) > self.chain.announce_history * 2:
-            self._last_stat.clear()
+        self._last_stat.move_to_end(path)
+        while len(self._last_stat) > self.chain.announce_history:
+            self._last_stat.popitem(last=False)
         served_path = path
         if self.chain.compression:
             try:
@@ -430,9 +441,23 @@ class ServedChain:
         with self.history_lock:
             self._seq += 1
             self.history.pop(path, None)
+            self._expired.pop(path, None)
             self.history[path] = Announced(path, self.chain.topic, atype, data, time.time(), self._seq)
             while len(self.history) > self.chain.announce_history:
-                self.history.popitem(last=False)
+                old = self.history.popitem(last=False)[0]
+                if os.path.exists(old):
+                    self._expired[old] = None
+            while len(self._expired) > SERVABLE_AFTER_HISTORY:
+                self._expired.popitem(last=False)
+
+    def forget_vanished(self) -> None:
+        """Drop the files pushed out of the history that no longer exist (the others stay servable)."""
+        with self.history_lock:
+            paths = list(self._expired)
+        gone = [path for path in paths if not os.path.exists(path)]
+        with self.history_lock:
+            for path in gone:
+                self._expired.pop(path, None)
 
     def _remember_silently(self, path: str) -> None:
         """Backlog disabled: files present at start are servable, but not announced."""
@@ -561,7 +586,7 @@ class ServedChain:
     def refusal(self, path: str) -> str | None:
         """Why this server must not serve ``path`` (None: it may)."""
         with self.history_lock:
-            announced = path in self.history
+            announced = path in self.history or path in self._expired
         if not announced:
             return "not_announced"
         if self.matcher is not None and not self.chain.compression:
@@ -700,7 +725,8 @@ class Server:
         self.config = config
         self.options = options or ServerOptions()
         self.metrics = metrics or Metrics(self.kind)
-        self.transfers = transfers or TransferService()
+        self._abort = threading.Event()
+        self.transfers = transfers or TransferService(cancel=self._abort)
         self._own_transfers = transfers is None
         self.metrics.watch_pool(self.transfers)
         self.publisher: messaging.Publisher | None = None
@@ -732,8 +758,9 @@ class Server:
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
+        deadline = time.monotonic() + timeout
         for served in list(self.chains.values()):
-            served.stop(timeout)
+            served.stop(max(0.0, deadline - time.monotonic()), self._abort if self._own_transfers else None)
         self.chains.clear()
         if self._housekeeper is not None:
             self._housekeeper.join(timeout)
@@ -824,6 +851,7 @@ class Server:
     def check_chains(self) -> None:
         with self._lock:
             for served in self.chains.values():
+                served.forget_vanished()
                 if served.healthy():
                     served.consecutive_restarts = 0
                     continue
