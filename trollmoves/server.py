@@ -113,10 +113,10 @@ def uptime_text(started: float) -> str:
     return str(dt.timedelta(seconds=time.monotonic() - started))
 
 
-def within(path: str, directory: str) -> bool:
-    """Is the real path of ``path`` inside the real path of ``directory``?"""
-    real = os.path.realpath(path)
-    base = os.path.realpath(directory)
+def within(path: str, directory: str, resolved: bool = False) -> bool:
+    """Is the real path of ``path`` inside the real path of ``directory`` (both given resolved if ``resolved``)?"""
+    real = path if resolved else os.path.realpath(path)
+    base = directory if resolved else os.path.realpath(directory)
     return real == base or real.startswith(base.rstrip(os.sep) + os.sep)
 
 
@@ -583,6 +583,14 @@ class ServedChain:
                 self.server.deleter.schedule(path, self.chain.remove_delay)
         return messaging.make_message(message.subject, "ack", clean_destination(data))
 
+    def _real_origin(self) -> str:
+        """realpath of the watched directory, resolved again at most once a second (it rarely changes)."""
+        now = time.monotonic()
+        cached = getattr(self, "_real_origin_cache", None)
+        if cached is None or now - cached[0] > 1.0:
+            cached = self._real_origin_cache = (now, os.path.realpath(self.matcher.directory))
+        return cached[1]
+
     def refusal(self, path: str) -> str | None:
         """Why this server must not serve ``path`` (None: it may)."""
         with self.history_lock:
@@ -590,9 +598,10 @@ class ServedChain:
         if not announced:
             return "not_announced"
         if self.matcher is not None and not self.chain.compression:
-            if not within(path, self.matcher.directory):
+            real = os.path.realpath(path)
+            if not within(real, self._real_origin(), resolved=True):
                 return "outside_origin"
-            if self.matcher.parse(os.path.realpath(path)) is None and self.matcher.parse(path) is None:
+            if self.matcher.parse(path) is None and self.matcher.parse(real) is None:
                 return "pattern_mismatch"
         elif self.chain.compression:
             workdir = self.chain.working_directory or tempfile.gettempdir()

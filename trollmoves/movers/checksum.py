@@ -9,6 +9,8 @@ standard messages and for receivers that cannot compute xxh3.
 
 from __future__ import annotations
 
+import os
+
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -87,5 +89,6 @@ def file_checksum(path: str, method: str, buffer_size: int = 1 << 20) -> Checksu
 
     hasher = new_hasher(method)
     with open(path, "rb") as src:
-        hash_stream(src.fileno(), bytearray(buffer_size), hasher)
+        size = os.fstat(src.fileno()).st_size
+        hash_stream(src.fileno(), bytearray(max(1, min(buffer_size, size + 1))), hasher)
     return Checksum(method, hasher.hexdigest())

@@ -77,8 +77,13 @@ class Source:
         return finish(self.method, self.hasher)
 
     def buffer(self) -> bytearray:
+        """The reused read buffer: no larger than the file (plus one byte to see EOF in one read).
+
+        Small files are the common case; allocating and zeroing a full-size buffer
+        for a 4 KiB file cost more than copying it.
+        """
         if self._buffer is None:
-            self._buffer = bytearray(self.buffer_size)
+            self._buffer = bytearray(max(1, min(self.buffer_size, self.size + 1)))
         return self._buffer
 
     def check_cancel(self) -> None:
