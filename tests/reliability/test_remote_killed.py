@@ -15,6 +15,7 @@ import collections
 import hashlib
 import os
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -25,9 +26,11 @@ from tests import servers
 from tests.daemons.conftest import free_port, wait_for
 from tests.reliability.helpers import (
     FixedPortServer,
+    children_of,
     client_chain,
     client_process,
     full_or_ci,
+    kill_tree,
     log_events,
     ready,
     server_chain,
@@ -53,6 +56,8 @@ class Remote:
     """One kind of remote server: how to start it, reach it, read from it, see a transfer running."""
 
     scheme = ""
+    env: dict | None = None
+    """The environment of the restarted server (None: this process's)."""
 
     def __init__(self, tmp_path: Path):
         self.tmp_path = tmp_path
@@ -63,9 +68,8 @@ class Remote:
         raise NotImplementedError
 
     def argv(self) -> list[str]:
+        """The command line that starts the same server on the same port again."""
         raise NotImplementedError
-
-    env: dict | None = None
 
     def restart(self) -> None:
         self.again = FixedPortServer(self.scheme, self.argv(), self.first.port, self.tmp_path / f"{self.scheme}-2.log",
@@ -76,8 +80,6 @@ class Remote:
         pass
 
     def kill(self) -> None:
-        from tests.reliability.helpers import kill_tree
-
         kill_tree(self.first.pid)
 
     def stop(self) -> None:
@@ -264,8 +266,6 @@ def test_daemons_stop_within_the_drain_timeout_while_a_transfer_hangs(kind, tmp_
     """The remote freezes (SIGSTOP) mid-transfer: a SIGTERM still stops the server and the client in
     bounded time (the drain timeout, then the aborted push's socket timeout: HANG_LIMIT), without the
     movers' retries, and nothing is left under the final name."""
-    from tests.reliability.helpers import children_of
-
     remote = REMOTES[kind](tmp_path)
     try:
         remote.start()
@@ -280,14 +280,14 @@ def test_daemons_stop_within_the_drain_timeout_while_a_transfer_hangs(kind, tmp_
         wait_for(lambda: remote.in_transfer("big.dat"), timeout=60, interval=0.01, what="the large file in transfer")
         frozen = [remote.first.pid] + children_of(remote.first.pid)
         for pid in frozen:
-            os.kill(pid, 19)  # SIGSTOP: the remote stops answering, the connection stays open
+            os.kill(pid, signal.SIGSTOP)  # the remote stops answering, its connections stay open
         time.sleep(1.0)
         server_stop = stop_within(server, HANG_LIMIT)
         client_stop = stop_within(client, HANG_LIMIT)
     finally:
         for pid in frozen:
             try:
-                os.kill(pid, 18)  # SIGCONT, so that it can be stopped
+                os.kill(pid, signal.SIGCONT)  # so that it can be stopped
             except ProcessLookupError:
                 pass
         client.stop()
