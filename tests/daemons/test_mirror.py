@@ -71,8 +71,10 @@ def test_inside_server_mirror_outside_client(tmp_path, client):
             process.start()
         server.wait_log("Chain hrit watching")
         mirror.wait_log("Publisher move_it_mirror listening")
+        if client == "ours":
+            outside.wait_log("Chain hrit following")
         with Collector([f"tcp://127.0.0.1:{client_pub}"], "/outside") as seen:
-            time.sleep(2.0)
+            time.sleep(3.0)  # the subscriptions (mirror -> server, client -> mirror) must be in place
             sources = []
             for index in range(3):
                 path = src / f"MSG4_{index:03d}.dat"
