@@ -328,24 +328,34 @@ def calibrate(function: Callable[[], Any], target: float, most: int) -> int:
     return max(1, min(most, int(target / max(each, 1e-9))))
 
 
-def time_case(case: Case, repeats: int, target: float) -> dict[str, Any]:
-    samples: dict[str, list[float]] = {variant: [] for variant in case.variants}
-    loops_of = {variant: calibrate(function, target, case.loops) for variant, function in case.variants.items()}
-    for _ in range(repeats):
-        for variant, function in case.variants.items():
-            loops = loops_of[variant]
-            if case.before is not None:
-                case.before()
-            started = time.perf_counter()
-            for _ in range(loops):
-                function()
-            samples[variant].append((time.perf_counter() - started) / (loops * case.per_call))
-    return {
-        "group": case.group, "case": case.name, "unit": case.unit, "per_call": case.per_call, "loops": loops_of,
-        "repeats": repeats, "extra": case.extra,
+def time_cases(cases: list[Case], repeats: dict[str, int], target: float) -> list[dict[str, Any]]:
+    """Time every case, interleaved: round r runs repeat r of every variant of every case.
+
+    Within a case the variants alternate (A, B, A, B, ...); across cases the repeats are
+    spread over the whole run, so a disturbance of a fraction of a second (another
+    process's burst) spoils one repeat of a case, not all of them.
+    """
+    loops_of = [{variant: calibrate(function, target, case.loops) for variant, function in case.variants.items()}
+                for case in cases]
+    samples: list[dict[str, list[float]]] = [{variant: [] for variant in case.variants} for case in cases]
+    for round_number in range(max(repeats.values())):
+        for index, case in enumerate(cases):
+            if round_number >= repeats[case.group]:
+                continue
+            for variant, function in case.variants.items():
+                loops = loops_of[index][variant]
+                if case.before is not None:
+                    case.before()
+                started = time.perf_counter()
+                for _ in range(loops):
+                    function()
+                samples[index][variant].append((time.perf_counter() - started) / (loops * case.per_call))
+    return [{
+        "group": case.group, "case": case.name, "unit": case.unit, "per_call": case.per_call,
+        "loops": loops_of[index], "repeats": repeats[case.group], "extra": case.extra,
         "seconds": {variant: {"best": min(values), "median": statistics.median(values), "all": values}
-                    for variant, values in samples.items()},
-    }
+                    for variant, values in samples[index].items()},
+    } for index, case in enumerate(cases)]
 
 
 def build_cases(groups: set[str], quick: bool, copy_mib: int) -> tuple[list[Case], CopyFixture | None]:
@@ -418,13 +428,12 @@ def main(argv: list[str] | None = None) -> int:
             from trollmoves._accel import IMPLEMENTATION
 
             repeats = args.repeats or (7 if args.quick else 11)
-            results = []
-            for case in cases:
-                target = args.target or (0.01 if args.quick else 0.03)
-                result = time_case(case, repeats if case.group != "copy" else 9, target)
+            target = args.target or (0.01 if args.quick else 0.03)
+            per_group = {"match": repeats, "codec": repeats, "path": repeats, "copy": 9}
+            results = time_cases(cases, per_group, target)
+            for result in results:
                 result["implementation"] = IMPLEMENTATION
-                results.append(result)
-                print(f"  [{IMPLEMENTATION}] {case.name}: " + ", ".join(
+                print(f"  [{IMPLEMENTATION}] {result['case']}: " + ", ".join(
                     f"{variant} {1e6 * t['best']:.3f} us" if t["best"] < 0.01 else f"{variant} {t['best']:.4f} s"
                     for variant, t in result["seconds"].items()), file=sys.stderr, flush=True)
             text = json.dumps({"implementation": IMPLEMENTATION, "results": results})
