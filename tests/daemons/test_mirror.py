@@ -73,8 +73,9 @@ def test_inside_server_mirror_outside_client(tmp_path, client):
         mirror.wait_log("Publisher move_it_mirror listening")
         if client == "ours":
             outside.wait_log("Chain hrit following")
+        _wait_until_connected(src, dst)
         with Collector([f"tcp://127.0.0.1:{client_pub}"], "/outside") as seen:
-            time.sleep(3.0)  # the subscriptions (mirror -> server, client -> mirror) must be in place
+            time.sleep(1.0)
             sources = []
             for index in range(3):
                 path = src / f"MSG4_{index:03d}.dat"
@@ -82,17 +83,37 @@ def test_inside_server_mirror_outside_client(tmp_path, client):
                 sources.append(path)
             wait_for(lambda: all((dst / p.name).exists() for p in sources), timeout=60,
                      what="files at the outside client's destination")
-            wait_for(lambda: len([m for m in seen.of_type("file") if "origin" in m.data]) == 3, timeout=30,
+            wait_for(lambda: len([m for m in seen.of_type("file") if "origin" in m.data
+                                  and m.data["uid"].startswith("MSG4")]) == 3, timeout=30,
                      what="three final messages")
         for path in sources:
             assert sha256(str(dst / path.name)) == sha256(str(path))
-        final = [m for m in seen.of_type("file") if "origin" in m.data][0]
+        final = [m for m in seen.of_type("file") if "origin" in m.data and m.data["uid"].startswith("MSG4")][0]
         assert final.data["origin"] == f"127.0.0.1:{mirror.args and _mirror_req(tmp_path)}"
         assert final.data["sensor"] == "seviri"
         wait_for(lambda: not any(mirror_dir.iterdir()), timeout=15, what="the mirror's copies removed (delete)")
     finally:
         for process in reversed(processes):
             process.stop()
+
+
+def _wait_until_connected(src, dst, timeout=45.0):
+    """Drop probe files until one reaches the outside client: every subscription is then in place.
+
+    PUB/SUB subscriptions take effect some time after the processes start (slow
+    joiners), and the original 0.19 client has no catch-up to recover a file
+    announced before it was listening.
+    """
+    deadline = time.monotonic() + timeout
+    index = 0
+    while time.monotonic() < deadline:
+        (src / f"PROBE_{index:03d}.dat").write_bytes(b"probe")
+        index += 1
+        for _ in range(10):
+            if any(dst.glob("PROBE_*.dat")):
+                return
+            time.sleep(0.1)
+    raise AssertionError("no probe file reached the outside client")
 
 
 def _mirror_req(tmp_path):
