@@ -33,7 +33,8 @@ from urllib.parse import urlsplit, urlunsplit
 from trollsift import compose
 
 from trollmoves import messaging
-from trollmoves.config import ClientChain, Config, thaw
+from trollmoves.chains import reload_chains
+from trollmoves.config import ClientChain, Config
 from trollmoves.matching import Composer
 from trollmoves.errors import MessageDecodeError, RequestError
 from trollmoves.metrics import Metrics, message_type_label, scheme_label
@@ -756,24 +757,8 @@ class Client:
             self.state.close()
 
     def reload(self, config: Config) -> None:
-        old = {c.name: c for c in self.config.chains}
-        new = {c.name: c for c in config.chains}
-        with self._lock:
-            for name in old.keys() - new.keys():
-                logger.info("Chain %s removed", name)
-                self.chains.pop(name).stop(5.0)
-                self.metrics.remove_chain(name)
-            for name, chain in new.items():
-                if name in old and old[name] == chain:
-                    continue
-                if name in self.chains:
-                    logger.info("Chain %s changed: restarting it", name)
-                    self.chains.pop(name).stop(5.0)
-                else:
-                    logger.info("Chain %s added", name)
-                self._start_chain(chain)
-            self.config = config
-        self.metrics.reloads.labels("success").inc()
+        """Rebuild changed chains, start new ones, stop removed ones; unchanged chains keep running."""
+        reload_chains(self, config)
 
     def _housekeeping(self) -> None:
         while not self._stop.wait(1.0):

@@ -26,12 +26,12 @@ import os
 import subprocess
 import threading
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from trollmoves import messaging
+from trollmoves.chains import chain_changes
 from trollmoves.config import Config, MoveItChain, thaw
 from trollmoves.errors import MessageDecodeError, PermanentTransferError, TransferError
 from trollmoves.matching import PatternMatcher
@@ -87,16 +87,6 @@ def message_data(chain: MoveItChain, fields: dict, destination: str, copied: str
         if result.checksum is not None:
             data["checksum"] = result.checksum.as_dict()
     return data
-
-
-def chain_changes(old: Sequence[Any], new: Sequence[Any]) -> tuple[list[str], list[str], list[str]]:
-    """Names of the chains (removed, changed, added) between two configs; equal chains are left alone."""
-    before = {chain.name: chain for chain in old}
-    after = {chain.name: chain for chain in new}
-    removed = [name for name in before if name not in after]
-    changed = [name for name in after if name in before and before[name] != after[name]]
-    added = [name for name in after if name not in before]
-    return removed, changed, added
 
 
 # --------------------------------------------------------------------------------------------------

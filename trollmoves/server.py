@@ -40,6 +40,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from trollmoves import messaging
+from trollmoves.chains import reload_chains
 from trollmoves.config import Config, ServerChain, thaw
 from trollmoves.errors import MessageDecodeError, RequestError, TransferError
 from trollmoves.matching import PatternMatcher
@@ -781,24 +782,7 @@ class Server:
 
     def reload(self, config: Config) -> None:
         """Rebuild changed chains, start new ones, stop removed ones; unchanged chains keep running."""
-        old = {c.name: c for c in self.config.chains}
-        new = {c.name: c for c in config.chains}
-        with self._lock:
-            for name in old.keys() - new.keys():
-                logger.info("Chain %s removed", name)
-                self.chains.pop(name).stop(5.0)
-                self.metrics.remove_chain(name)
-            for name, chain in new.items():
-                if name in old and old[name] == chain:
-                    continue
-                if name in old:
-                    logger.info("Chain %s changed: restarting it", name)
-                    self.chains.pop(name).stop(5.0)
-                else:
-                    logger.info("Chain %s added", name)
-                self._start_chain(chain)
-            self.config = config
-        self.metrics.reloads.labels("success").inc()
+        reload_chains(self, config)
 
     def fatal_error(self) -> str | None:
         return self._fatal
