@@ -56,17 +56,7 @@ REJOIN_GRACE = 1.0
 
 def collect_uids(data: Any) -> list[str]:
     """Every ``uid`` of an announcement (top level, dataset and collection entries)."""
-    uids: list[str] = []
-    if isinstance(data, dict):
-        if "uid" in data:
-            uids.append(str(data["uid"]))
-        for value in data.values():
-            if isinstance(value, (dict, list)):
-                uids.extend(collect_uids(value))
-    elif isinstance(data, list):
-        for item in data:
-            uids.extend(collect_uids(item))
-    return uids
+    return [str(entry["uid"]) for entry in messaging.entries_with(data, "uid")]
 
 
 def compose_destination(template: str | Composer, data: dict, login: str | None) -> tuple[str, str]:

@@ -214,6 +214,21 @@ def decode(raw: str | bytes) -> Message:
     return message
 
 
+def entries_with(data: Any, key: str) -> list[dict]:
+    """Every dict holding ``key`` anywhere in message data (top level, dataset and collection entries)."""
+    found: list[dict] = []
+    if isinstance(data, dict):
+        if key in data:
+            found.append(data)
+        for value in data.values():
+            if isinstance(value, (dict, list)):
+                found.extend(entries_with(value, key))
+    elif isinstance(data, list):
+        for item in data:
+            found.extend(entries_with(item, key))
+    return found
+
+
 def magickfy_topics(topics: str | Iterable[str]) -> list[str]:
     """zmq subscription prefixes for posttroll topics (``/a/b`` -> ``pytroll://a/b``)."""
     return _PosttrollSubscriber._magickfy_topics(list([topics] if isinstance(topics, str) else topics))

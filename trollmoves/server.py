@@ -78,17 +78,7 @@ class ServerOptions:
 
 def file_entries(data: Any) -> list[dict]:
     """Every dict holding a ``uri`` anywhere in message data (top level, dataset, collection)."""
-    found: list[dict] = []
-    if isinstance(data, dict):
-        if "uri" in data:
-            found.append(data)
-        for value in data.values():
-            if isinstance(value, (dict, list)):
-                found.extend(file_entries(value))
-    elif isinstance(data, list):
-        for item in data:
-            found.extend(file_entries(item))
-    return found
+    return messaging.entries_with(data, "uri")
 
 
 def reply_type(data: dict, request_type: str) -> str:
