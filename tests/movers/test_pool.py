@@ -41,7 +41,7 @@ def clock():
 
 @pytest.fixture
 def pool(clock):
-    pool = ConnectionPool(idle_timeout=30, max_idle=2, clock=clock)
+    pool = ConnectionPool(idle_timeout=30, max_idle=2, clock=clock, reap_in_background=False)
     yield pool
     pool.close()
 
@@ -105,6 +105,22 @@ def test_reaper_closes_idle_connections_without_traffic():
         while not lease.connection.closed and time.monotonic() < deadline:
             time.sleep(0.01)
         assert lease.connection.closed
+    finally:
+        pool.close()
+
+
+def test_a_shorter_idle_timeout_wakes_the_reaper_early():
+    pool = ConnectionPool(idle_timeout=60)
+    try:
+        with pool.lease("long", Conn) as long_lived:
+            pass
+        time.sleep(0.05)  # the reaper is now asleep until the 60 s deadline
+        with pool.lease("short", Conn, idle_timeout=0.05) as short_lived:
+            pass
+        deadline = time.monotonic() + 5
+        while not short_lived.connection.closed and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert short_lived.connection.closed and not long_lived.connection.closed
     finally:
         pool.close()
 

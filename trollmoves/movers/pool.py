@@ -51,7 +51,9 @@ class ConnectionPool:
     """Thread-safe pool of idle connections with expiry and a size limit."""
 
     def __init__(self, idle_timeout: float = 30.0, max_idle: int = 16,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, reap_in_background: bool = True):
+        """``reap_in_background=False`` leaves expiry to ``expire()`` and to the next lease:
+        a test that drives ``clock`` by hand wants no thread racing it on real time."""
         self.idle_timeout = idle_timeout
         self.max_idle = max_idle
         self._clock = clock
@@ -62,6 +64,8 @@ class ConnectionPool:
         self._opened = self._reused = self._closed = 0
         self._closing = False
         self._reaper: threading.Thread | None = None
+        self._reap_in_background = reap_in_background
+        self._reaper_deadline: float | None = None
 
     @contextlib.contextmanager
     def lease(self, key: Hashable, factory: Callable[[], object],
@@ -143,11 +147,17 @@ class ConnectionPool:
             self._leased -= 1
             if keep and not self._closing and timeout > 0:
                 self._serial += 1
-                self._idle[self._serial] = (key, connection, self._clock() + timeout)
+                deadline = self._clock() + timeout
+                self._idle[self._serial] = (key, connection, deadline)
                 while len(self._idle) > self.max_idle:
                     evicted.append(self._idle.popitem(last=False)[1][1])
-                self._start_reaper()
-                self._cond.notify_all()
+                if self._reap_in_background:
+                    self._start_reaper()
+                    # Wake the reaper only when it must wake earlier than planned: with one
+                    # idle timeout per pool that is almost never, so a busy chain does not
+                    # wake a thread per file.
+                    if self._reaper_deadline is None or deadline < self._reaper_deadline:
+                        self._cond.notify_all()
             else:
                 evicted.append(connection)
         for item in evicted:
@@ -164,10 +174,12 @@ class ConnectionPool:
                 if self._closing:
                     return
                 deadlines = [deadline for _, _, deadline in self._idle.values()]
-                wait = min(deadlines) - self._clock() if deadlines else None
+                self._reaper_deadline = min(deadlines) if deadlines else None
+                wait = self._reaper_deadline - self._clock() if deadlines else None
                 if wait is None or wait > 0:
                     self._cond.wait(None if wait is None else min(wait, 3600))
                     continue
+                self._reaper_deadline = None
             self.expire()
 
     def _close(self, connection: object, why: str) -> None:
