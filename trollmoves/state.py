@@ -34,6 +34,11 @@ CREATE TABLE IF NOT EXISTS retries (id INTEGER PRIMARY KEY AUTOINCREMENT, chain 
                                     payload TEXT NOT NULL, first_at REAL NOT NULL, due REAL NOT NULL,
                                     attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT);
 CREATE INDEX IF NOT EXISTS retries_due ON retries(due);
+CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, chain TEXT NOT NULL,
+                                   payload TEXT NOT NULL, at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS announcements (chain TEXT NOT NULL, key TEXT NOT NULL, payload TEXT NOT NULL,
+                                          at REAL NOT NULL, PRIMARY KEY (chain, key));
+CREATE INDEX IF NOT EXISTS announcements_at ON announcements(at);
 """
 
 
@@ -103,6 +108,41 @@ class StateStore:
             if self._writes % 1000 == 0:
                 self._prune_locked()
 
+    def mark_handled_with_outbox(self, chain: str, key: str, uids: Iterable[str],
+                                 messages: list[dict[str, Any]]) -> list[int]:
+        """Record a file as handled and queue the messages that announce it, in one transaction.
+
+        The messages are published after the commit and then removed with
+        ``outbox_done``; a process killed in between publishes them again at
+        start (``outbox``), so a final ``file`` message is never lost (at worst
+        repeated once, when the kill falls between the send and the removal).
+        """
+        now = time.time()
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.execute("INSERT OR REPLACE INTO handled VALUES (?, ?, ?, ?)",
+                             (chain, key, json.dumps(sorted(uids)), now))
+            self._db.execute("DELETE FROM pending WHERE chain=? AND key=?", (chain, key))
+            ids = [int(self._db.execute("INSERT INTO outbox (chain, payload, at) VALUES (?, ?, ?)",
+                                        (chain, json.dumps(message, default=str), now)).lastrowid)
+                   for message in messages]
+            self._db.execute("COMMIT")
+            self._writes += 1
+            if self._writes % 1000 == 0:
+                self._prune_locked()
+        return ids
+
+    def outbox(self, chain: str) -> list[tuple[int, dict[str, Any]]]:
+        """Messages queued but not confirmed as sent, oldest first."""
+        rows = self._execute("SELECT id, payload FROM outbox WHERE chain=? ORDER BY id", (chain,))
+        return [(item_id, json.loads(payload)) for item_id, payload in rows]
+
+    def outbox_done(self, ids: Iterable[int]) -> None:
+        ids = list(ids)
+        if ids:
+            with self._lock:
+                self._db.executemany("DELETE FROM outbox WHERE id=?", [(item_id,) for item_id in ids])
+
     def handled_count(self, chain: str) -> int:
         return self._execute("SELECT COUNT(*) FROM handled WHERE chain=?", (chain,))[0][0]
 
@@ -115,7 +155,7 @@ class StateStore:
         self._execute("DELETE FROM pending WHERE chain=? AND key=?", (chain, key))
 
     def pending(self, chain: str) -> list[tuple[str, dict[str, Any]]]:
-        rows = self._execute("SELECT key, payload FROM pending WHERE chain=? ORDER BY at", (chain,))
+        rows = self._execute("SELECT key, payload FROM pending WHERE chain=? ORDER BY at, rowid", (chain,))
         return [(key, json.loads(payload)) for key, payload in rows]
 
     # providers ------------------------------------------------------------------------------------
@@ -154,6 +194,24 @@ class StateStore:
         count, oldest = self._execute("SELECT COUNT(*), MIN(first_at) FROM retries WHERE chain=?", (chain,))[0]
         return int(count), float(oldest or 0.0)
 
+    # announcements (a mirror's record of what it relayed) ------------------------------------------
+    def remember_announcement(self, chain: str, key: str, payload: dict[str, Any]) -> None:
+        """Keep an announcement (subject, type, data, ...) under ``key``; the newest wins."""
+        self._execute("INSERT OR REPLACE INTO announcements VALUES (?, ?, ?, ?)",
+                      (chain, key, json.dumps(payload, default=str), time.time()))
+
+    def announcements(self, chain: str, limit: int | None = None) -> list[tuple[str, dict[str, Any], float]]:
+        """The kept announcements of a chain, oldest first: (key, payload, time kept); the newest ``limit``."""
+        rows = self._execute("SELECT key, payload, at FROM (SELECT rowid AS r, key, payload, at FROM announcements "
+                             "WHERE chain=? ORDER BY at DESC, r DESC LIMIT ?) ORDER BY at, r",
+                             (chain, -1 if limit is None else limit))
+        return [(key, json.loads(payload), at) for key, payload, at in rows]
+
+    def forget_announcements(self, chain: str, keep: int) -> None:
+        """Drop all but the newest ``keep`` announcements of a chain."""
+        self._execute("DELETE FROM announcements WHERE chain=? AND rowid NOT IN (SELECT rowid FROM announcements "
+                      "WHERE chain=? ORDER BY at DESC, rowid DESC LIMIT ?)", (chain, chain, keep))
+
     # housekeeping ---------------------------------------------------------------------------------
     def prune(self) -> None:
         with self._lock:
@@ -163,6 +221,8 @@ class StateStore:
         cutoff = time.time() - self.max_age
         self._db.execute("DELETE FROM handled WHERE at < ?", (cutoff,))
         self._db.execute("DELETE FROM pending WHERE at < ?", (cutoff,))
+        self._db.execute("DELETE FROM outbox WHERE at < ?", (cutoff,))
+        self._db.execute("DELETE FROM announcements WHERE at < ?", (cutoff,))
         count = self._db.execute("SELECT COUNT(*) FROM handled").fetchone()[0]
         if count > self.max_rows:
             self._db.execute("DELETE FROM handled WHERE rowid IN (SELECT rowid FROM handled ORDER BY at LIMIT ?)",
