@@ -241,6 +241,8 @@ class FollowedChain:
         self._ready = threading.Event()
         self._thread.start()
         self._ready.wait(10)
+        if self.state.outbox(chain.name):
+            self.workers.submit(self._send_outbox)
         self._resume_pending()
         if chain.catch_up:
             for request_address, last_seen in self.state.providers(chain.name).items():
@@ -392,12 +394,14 @@ class FollowedChain:
             self.pending[key] = entry
         if from_catch_up:
             self.metrics.catch_up_files.labels(chain.name).inc()
-        self.state.add_pending(chain.name, key, {"subject": message.subject, "type": message.type,
-                                                 "data": _jsonable(message.data)})
         if chain.processing_delay:
             self.client.scheduler.call_later(chain.processing_delay, lambda: self._delayed_start(key))
         else:
             self.workers.submit(self.fetch, key)
+        # Recorded after the hand-off, so the commit runs while the worker sends the request; a
+        # kill before it lands loses nothing: the server's catch-up offers the file again.
+        self.state.add_pending_unless_handled(chain.name, key, {"subject": message.subject, "type": message.type,
+                                                                "data": _jsonable(message.data)})
         return True
 
     def _note_provider(self, request_address: str) -> None:
@@ -525,12 +529,18 @@ class FollowedChain:
 
     def _finish(self, entry: Pending, source: messaging.Message, reply: messaging.Message) -> None:
         chain = self.chain
-        self._publish(messaging.make_message(source.subject, "ack", dict(source.data)))
+        messages = [messaging.make_message(source.subject, "ack", dict(source.data))]
         final_type, final_data = self.local_message(source, reply)
         if final_data is not None:
-            self._publish(messaging.make_message(source.subject, final_type, final_data))
+            messages.append(messaging.make_message(source.subject, final_type, final_data))
         uids = collect_uids(source.data)
-        self.state.mark_handled(chain.name, entry.key, uids)
+        # The file is marked handled and its messages queued in one commit, then sent: a kill in
+        # between neither re-transfers the file nor loses its `file` message (sent at restart).
+        outbox = self.state.mark_handled_with_outbox(
+            chain.name, entry.key, uids, [{"wire": messaging.wire(message)} for message in messages])
+        for message in messages:
+            self._publish(message)
+        self.state.outbox_done(outbox)
         self.metrics.files_received.labels(chain.name).inc()
         self.metrics.last_transfer.labels(chain.name).set(time.time())
         mtime = source.data.get("mtime")
@@ -630,6 +640,20 @@ class FollowedChain:
         if count:
             logger.info("Chain %s: catch-up from %s: requesting %d missed files", self.chain.name,
                         request_address, count)
+
+    def _send_outbox(self) -> None:
+        """Messages of files handled just before a kill, not confirmed as sent: send them now."""
+        queued = self.state.outbox(self.chain.name)
+        for item_id, payload in queued:
+            try:
+                message = messaging.decode(str(payload["wire"]))
+            except (KeyError, MessageDecodeError):
+                self.state.outbox_done([item_id])
+                continue
+            logger.info("Chain %s: sending the %s message of %s queued before the restart", self.chain.name,
+                        message.type, ", ".join(collect_uids(message.data)))
+            self._publish(message)
+            self.state.outbox_done([item_id])
 
     def _resume_pending(self) -> None:
         """Requests that were pending when the client stopped (or was killed) are made again."""

@@ -151,6 +151,17 @@ class StateStore:
         self._execute("INSERT OR REPLACE INTO pending VALUES (?, ?, ?, ?)",
                       (chain, key, json.dumps(payload, default=str), time.time()))
 
+    def add_pending_unless_handled(self, chain: str, key: str, payload: dict[str, Any]) -> None:
+        """``add_pending`` that does nothing once the file is handled.
+
+        The client records a pending request after handing it to a worker (the
+        commit is off the file's path); a worker that finished first has already
+        marked it handled, and a pending row written after that would be stale.
+        """
+        self._execute("INSERT OR REPLACE INTO pending SELECT ?, ?, ?, ? WHERE NOT EXISTS "
+                      "(SELECT 1 FROM handled WHERE chain=? AND key=?)",
+                      (chain, key, json.dumps(payload, default=str), time.time(), chain, key))
+
     def remove_pending(self, chain: str, key: str) -> None:
         self._execute("DELETE FROM pending WHERE chain=? AND key=?", (chain, key))
 

@@ -193,3 +193,30 @@ def test_unwritable_state_directory_in_process(tmp_path, unwritable):
     with pytest.raises(ConfigError, match=f"state store {unwritable}/.*not writable"):
         client.start()
     client.stop(1.0)
+
+
+def test_a_final_message_queued_before_a_kill_is_sent_after_the_restart(tmp_path):
+    """A client killed between the commit of a handled file and the send of its `file` message
+    sends that message when it starts again (the outbox), once, and does not transfer the file again."""
+    from tests.daemons.conftest import Collector, running
+    from trollmoves import messaging
+
+    publish_port = free_port()
+    ini = write_ini(tmp_path / "client.ini", {"chain": client_chain(
+        f"127.0.0.1:{free_port()}", f"file://{tmp_path}/dst/", "/reliability/outbox", publish_port=publish_port)})
+    store = StateStore(str(tmp_path / "state.db"))
+    final = messaging.make_message("/reliability/outbox", "file",
+                                   {"uid": "queued.dat", "uri": str(tmp_path / "dst" / "queued.dat"),
+                                    "origin": "127.0.0.1:9"})
+    key = file_key(["queued.dat"])
+    store.mark_handled_with_outbox("chain", key, ["queued.dat"], [{"wire": messaging.wire(final)}])
+    with Collector([f"tcp://127.0.0.1:{publish_port}"], "/reliability") as collector:
+        with running(Client(load(ini, "client"), state=store)):
+            deadline = time.monotonic() + 15
+            while not collector.finals() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.5)  # a second copy would arrive now
+            assert store.outbox("chain") == []
+    finals = collector.finals()
+    assert [m.data["uid"] for m in finals] == ["queued.dat"]
+    assert finals[0].data["uri"] == str(tmp_path / "dst" / "queued.dat")

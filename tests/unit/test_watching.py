@@ -1,4 +1,4 @@
-"""Both inotify watchers (pyinotify, and watchdog where pyinotify cannot import) report the same files."""
+"""The inotify watchers (ours on the kernel interface, pyinotify, watchdog) report the same files."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from trollmoves import watching
 
-WATCHERS = [watching.WatchdogInotifyWatcher]
+WATCHERS = [watching.KernelInotifyWatcher, watching.WatchdogInotifyWatcher]
 if watching.pyinotify is not None:
     WATCHERS.append(watching.PyinotifyWatcher)
 
@@ -74,3 +74,25 @@ def test_polling_watcher_waits_until_a_file_is_stable(tmp_path):
         assert seen == [str(path)]
     finally:
         watcher.stop()
+
+
+def test_kernel_watcher_rescans_on_a_queue_overflow(tmp_path):
+    """An IN_Q_OVERFLOW event (the kernel dropped events) makes the watcher rescan, so nothing is missed."""
+    rescans: list[int] = []
+    watcher = watching.KernelInotifyWatcher(str(tmp_path), lambda _p: None,
+                                            on_overflow=lambda: rescans.append(1)).start()
+    try:
+        watcher._dispatch(watching._EVENT.pack(-1, watching.IN_Q_OVERFLOW, 0, 0))
+        assert rescans == [1]
+    finally:
+        watcher.stop()
+
+
+def test_kernel_watcher_stops_promptly_and_releases_its_descriptors(tmp_path):
+    before = len(os.listdir("/proc/self/fd"))
+    watcher = watching.KernelInotifyWatcher(str(tmp_path), lambda _p: None).start()
+    started = time.monotonic()
+    watcher.stop()
+    assert time.monotonic() - started < 0.5
+    assert not watcher.is_alive()
+    assert len(os.listdir("/proc/self/fd")) == before
