@@ -401,7 +401,7 @@ class FollowedChain:
         # Recorded after the hand-off, so the commit runs while the worker sends the request; a
         # kill before it lands loses nothing: the server's catch-up offers the file again.
         self.state.add_pending_unless_handled(chain.name, key, {"subject": message.subject, "type": message.type,
-                                                                "data": _jsonable(message.data)})
+                                                                "data": jsonable(message.data)})
         return True
 
     def _note_provider(self, request_address: str) -> None:
@@ -696,13 +696,14 @@ def _uri_entries(data: dict) -> list[dict]:
     return entries
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """A message's data made JSON-serialisable (datetimes as ISO text), for the state store."""
     import datetime as dt
 
     if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
+        return {k: jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, dt.datetime):
         return value.isoformat()
     return value

@@ -145,7 +145,7 @@ class Metrics:
         self.watcher_restarts = Counter("trollmoves_watcher_restarts_total", "Directory watcher restarts",
                                         ["chain"], registry=reg)
         self.catch_up_files = Counter("trollmoves_catch_up_files_total",
-                                      "Files requested after a catch-up query", ["chain"], registry=reg)
+                                      "Files requested (client) or relayed (mirror) after a catch-up query", ["chain"], registry=reg)
         self.chains_configured = Gauge("trollmoves_chains", "Chains initialised (running or failing)",
                                        registry=reg)
         self.chains_configured.set_function(lambda: len(self._chains))

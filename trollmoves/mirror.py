@@ -10,6 +10,14 @@ directory; served from there if it is already present), then pushes it on to
 the requested destination like a server, and removes the local copy
 ``remove_delay`` s later when ``delete`` is set.
 
+A restart loses nothing the mirror relayed: each relayed announcement (the
+upstream message(s) and what was re-announced) is kept in the state store
+(``[trollmoves] state_directory``, bounded by ``announce_history``) and reloaded
+at start, without being announced again, so outside clients can still request
+those files and catch up on them. At start, and when an upstream request address
+is first seen, the mirror asks each upstream what it announced since it was last
+heard (a catch-up ``info`` request) and relays what it missed while it was down.
+
 The original mirror crashed on its first section (reference §7.1); its
 ``push``/``ack``/``file`` publications for the inside transfer are not repeated
 here, because an outside client would take them for a hot spare's messages.
@@ -19,20 +27,50 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import threading
 import time
+from typing import Any
 from urllib.parse import urlsplit
 
 from trollmoves import messaging
-from trollmoves.client import Scheduler, collect_uids, compose_destination
-from trollmoves.config import MirrorChain
+from trollmoves.client import (
+    CATCH_UP_MARGIN,
+    PROVIDER_SEEN_PERSIST_INTERVAL,
+    Scheduler,
+    jsonable,
+    collect_uids,
+    compose_destination,
+)
+from trollmoves.config import Config, MirrorChain
 from trollmoves.errors import MessageDecodeError, RequestError
 from trollmoves.metrics import message_type_label
-from trollmoves.server import Server, ServedChain, ServerOptions, file_entries, request_curve
+from trollmoves.server import REJOIN_GRACE, ServedChain, Server, ServerOptions, file_entries, request_curve
+from trollmoves.state import StateStore, default_state_path
 
 logger = logging.getLogger(__name__)
 
 PUBLISHER_NAME = "move_it_mirror"
+ANNOUNCEMENT_TYPES = ("file", "dataset", "collection")
+CATCH_UP_QUEUE = 256
+
+
+def state_path(config: Config) -> str:
+    """Where the mirror keeps its state: ``state_directory`` if set, else the per-config default."""
+    default = default_state_path(config.path, "mirror")
+    directory = config.daemon.state_directory
+    return os.path.join(directory, os.path.basename(default)) if directory else default
+
+
+def upstream_path(data: dict) -> str | None:
+    """The key of an upstream announcement: the path of its first file (None: no file in it)."""
+    entries = file_entries(data)
+    return urlsplit(str(entries[0]["uri"])).path if entries else None
+
+
+def revive(subject: str, atype: str, data: Any) -> messaging.Message:
+    """A message rebuilt from stored JSON, typed as if received (ISO times become datetimes again)."""
+    return messaging.decode(messaging.encode(subject, atype, data))
 
 
 class MirroredChain(ServedChain):
@@ -43,19 +81,102 @@ class MirroredChain(ServedChain):
     def __init__(self, chain: MirrorChain, server: Mirror):
         super().__init__(chain, server)
         self.matcher = None  # nothing is watched: files come from upstream
+        self.state: StateStore = server.state
         self.sources: dict[str, list[messaging.Message]] = {}
         self._sources_lock = threading.Lock()
         self._pull_locks: dict[str, threading.Lock] = {}
+        self.started_at = time.time()
+        self._upstreams: set[str] = set()
+        self._upstreams_lock = threading.Lock()
+        self._persisted_seen: dict[str, float] = {}
+        self._without_catch_up: set[str] = set()
+        self._catch_ups: queue.Queue[tuple[str, float]] = queue.Queue(maxsize=CATCH_UP_QUEUE)
+        self._catch_up_after = 0.0
+        self._catch_up_thread: threading.Thread | None = None
+        self._upstream_ready = threading.Event()
+        self._recorded = 0
 
     def start(self) -> None:
         self.metrics.init_chain(self.chain.name)
+        self.restore()
         if self.chain.request_port:
             self.request_server = messaging.RequestServer(self.chain.request_port, self.chain.request_bind_address,
                                                           curve=request_curve(self.chain, self.server.config)).start()
             self._spawn(self._serve_requests, f"requests:{self.chain.name}")
         self._spawn(self._upstream_loop, f"upstream:{self.chain.name}")
+        self._upstream_ready.wait(10)
+        self._start_catching_up()
+
+    def stop(self, timeout: float, abort: threading.Event | None = None) -> None:
+        """Also stop the catch-up thread; one still waiting for a reply ends on its own, touching nothing."""
+        super().stop(timeout, abort)
+        if self._catch_up_thread is not None:
+            self._catch_up_thread.join(min(timeout, 1.0))
+
+    # persistence ----------------------------------------------------------------------------------
+    def restore(self) -> None:
+        """Reload what was relayed before a restart, so that it stays requestable and catch-up-able.
+
+        Nothing is announced again: an outside client that missed an announcement
+        asks for it (catch-up) like it would with any server.
+        """
+        chain = self.chain
+        rows = self.state.announcements(chain.name, limit=chain.announce_history)
+        self.state.forget_announcements(chain.name, chain.announce_history)
+        restored = 0
+        for key, payload, at in rows:
+            try:
+                sources = [revive(s["subject"], s["type"], s["data"]) for s in payload["sources"]]
+                relayed = revive(chain.topic, payload["type"], payload["relayed"])
+                when = float(payload.get("time", at))
+            except (KeyError, TypeError, ValueError, MessageDecodeError) as exc:
+                logger.warning("Mirror chain %s: skipping an unreadable stored announcement of %s: %s",
+                               chain.name, key, exc)
+                continue
+            with self._sources_lock:
+                self.sources[key] = sources
+            entries = file_entries(relayed.data)
+            for entry in entries:
+                self._remember_at(urlsplit(str(entry["uri"])).path, relayed.type, relayed.data, when)
+            self._announce_if_still_delayed(relayed, len(entries), when)
+            restored += 1
+        logger.info("Mirror chain %s: restored %d announcements from the state store", chain.name, restored)
+
+    def _announce_if_still_delayed(self, relayed: messaging.Message, count: int, when: float) -> None:
+        """An announcement still waiting for its ``delay`` when the mirror stopped was never sent: send it."""
+        remaining = when + self.chain.delay - time.time()
+        if self.chain.delay and remaining > 0:
+            self.server.scheduler.call_later(remaining, lambda: self._announce(relayed.type, relayed.data, count))
+
+    def _remember_at(self, path: str, atype: str, data: dict, when: float) -> None:
+        """Remember a relayed announcement with its original time (outside catch-ups compare times)."""
+        self.remember(path, atype, data)
+        with self.history_lock:
+            announced = self.history.get(path)
+            if announced is not None:
+                announced.time = when
+
+    def _record(self, key: str) -> None:
+        """Store the upstream sources and the relayed announcement of ``key`` (at most announce_history)."""
+        with self._sources_lock:
+            sources = list(self.sources.get(key, ()))
+        with self.history_lock:
+            announced = self.history.get(key)
+        if not sources or announced is None:
+            return
+        self.state.remember_announcement(self.chain.name, key, {
+            "sources": [{"subject": s.subject, "type": s.type, "data": jsonable(s.data)} for s in sources],
+            "type": announced.atype, "relayed": jsonable(announced.data), "time": announced.time})
+        self._recorded += 1
+        if self._recorded % max(1, self.chain.announce_history // 10) == 0:
+            self.state.forget_announcements(self.chain.name, self.chain.announce_history)
 
     # inside: follow the providers -----------------------------------------------------------------
+    def _upstream_topics(self) -> list[str]:
+        topics = [self.chain.client_topic or self.chain.topic]
+        topics += [provider.topic for provider in self.chain.providers if provider.topic]
+        return [topic for topic in topics if topic]
+
     def _upstream_loop(self) -> None:
         chain = self.chain
         topics = [chain.client_topic or chain.topic]
@@ -63,6 +184,7 @@ class MirroredChain(ServedChain):
             chain.name).inc())
         for provider in chain.providers:
             subscriber.add(provider.address, [provider.topic] if provider.topic else None)
+        self._upstream_ready.set()
         try:
             while not self._stop.is_set():
                 for _address, message in subscriber.recv(0.25):
@@ -73,41 +195,153 @@ class MirroredChain(ServedChain):
         finally:
             subscriber.close()
 
-    def from_upstream(self, message: messaging.Message) -> None:
+    def from_upstream(self, message: messaging.Message) -> bool:
+        """A message received from upstream: counted, then relayed unless known; True if relayed."""
         data = message.data if isinstance(message.data, dict) else None
-        if message.type not in ("file", "dataset", "collection") or not data or "request_address" not in data:
-            return
+        if message.type not in ANNOUNCEMENT_TYPES or not data or "request_address" not in data:
+            return False
         self.metrics.messages_received.labels(self.chain.name, message_type_label(message.type)).inc()
-        entries = file_entries(data)
-        if not entries:
-            return
-        first_path = urlsplit(str(entries[0]["uri"])).path
+        return self.relay_upstream(message)
+
+    def relay_upstream(self, message: messaging.Message) -> bool:
+        """Re-announce an upstream announcement unless its file is known already; True if relayed."""
+        data = message.data
+        self._note_upstream(str(data["request_address"]))
+        first_path = upstream_path(data)
+        if first_path is None:
+            return False
         with self._sources_lock:
             known = first_path in self.sources
             alternatives = self.sources.setdefault(first_path, [])
-            if all(m.data.get("request_address") != data["request_address"] for m in alternatives):
+            added = all(m.data.get("request_address") != data["request_address"] for m in alternatives)
+            if added:
                 alternatives.append(message)
             while len(self.sources) > self.chain.announce_history:
                 oldest = next(iter(self.sources))
                 self.sources.pop(oldest)
                 self._pull_locks.pop(oldest, None)
         if known:
-            return  # announced already (another provider's copy is kept as an alternative source)
+            if added:
+                self._record(first_path)  # another provider's copy, kept as an alternative source
+            return False
+        entries = file_entries(data)
         relayed = dict(data)
         relayed["request_address"] = self.server.request_address(self.chain)
         for entry in entries:
             self.remember(urlsplit(str(entry["uri"])).path, message.type, relayed)
+        self._record(first_path)
         if self.chain.delay:
             self.server.scheduler.call_later(
                 self.chain.delay, lambda: self._announce(message.type, relayed, len(entries)))
         else:
             self._announce(message.type, relayed, len(entries))
+        return True
 
     def _announce(self, atype: str, data: dict, count: int) -> None:
         msg = messaging.make_message(self.chain.topic, atype, data)
         if self.server.publish(msg, self.chain.name):
             self.metrics.files_announced.labels(self.chain.name).inc(count)
             logger.info("Mirror chain %s: re-announced %s", self.chain.name, ", ".join(collect_uids(data)))
+
+    # inside: catch up on what was announced while the mirror was away -------------------------------
+    def _start_catching_up(self) -> None:
+        """Ask every upstream known from the state store for what it announced since it was last heard."""
+        self._catch_up_after = time.monotonic() + REJOIN_GRACE  # let the subscriptions take effect first
+        self._catch_up_thread = threading.Thread(target=self._catch_up_loop, daemon=True,
+                                                 name=f"catch-up:{self.chain.name}")
+        self._catch_up_thread.start()
+        for request_address, last_seen in self.state.providers(self.chain.name).items():
+            with self._upstreams_lock:
+                self._upstreams.add(request_address)
+            self._ask_catch_up(request_address, last_seen - CATCH_UP_MARGIN)
+
+    def _note_upstream(self, request_address: str) -> None:
+        """A new upstream is caught up on since the mirror started; each is persisted as last heard now."""
+        now = time.time()
+        with self._upstreams_lock:
+            first = request_address not in self._upstreams
+            self._upstreams.add(request_address)
+            persist = now - self._persisted_seen.get(request_address, 0.0) > PROVIDER_SEEN_PERSIST_INTERVAL
+            if persist:
+                self._persisted_seen[request_address] = now
+        if first:
+            self._ask_catch_up(request_address, self.started_at - CATCH_UP_MARGIN)
+        if persist:
+            self.state.touch_provider(self.chain.name, request_address, now)
+
+    def _ask_catch_up(self, request_address: str, since: float) -> None:
+        try:
+            self._catch_ups.put_nowait((request_address, since))
+        except queue.Full:
+            logger.warning("Mirror chain %s: too many catch-ups queued, not catching up from %s",
+                           self.chain.name, request_address)
+
+    def _catch_up_loop(self) -> None:
+        """Catch-ups run here, not on the receive thread: an upstream may take seconds to answer."""
+        while not self._stop.is_set():
+            try:
+                request_address, since = self._catch_ups.get(timeout=0.25)
+            except queue.Empty:
+                continue
+            wait = self._catch_up_after - time.monotonic()
+            if wait > 0 and self._stop.wait(wait):
+                return
+            try:
+                self.catch_up(request_address, since)
+            except Exception:  # noqa: BLE001 - one bad upstream never stops the others' catch-up
+                logger.exception("Mirror chain %s: catch-up from %s failed", self.chain.name, request_address)
+
+    def catch_up(self, request_address: str, since: float) -> int:
+        """Ask one upstream for what it announced since ``since``, relay what was missed; how many were."""
+        chain = self.chain
+        topics = self._upstream_topics()
+        request = messaging.make_message(topics[0] if topics else "/", "info",
+                                         {"catch_up": {"since": since}, "max_count": 0})
+        try:
+            reply = messaging.Requester(request_address).request(request,
+                                                                 timeout=max(chain.transfer_req_timeout, 2.0))
+        except RequestError as exc:
+            logger.warning("Mirror chain %s: no catch-up from %s (files it announced while the mirror was "
+                           "away are not relayed): %s", chain.name, request_address, exc)
+            return 0
+        announcements = reply.data.get("announcements") if isinstance(reply.data, dict) else None
+        if not isinstance(announcements, list):
+            self._no_catch_up_offered(request_address)
+            return 0
+        count = 0
+        for item in announcements:
+            if self._stop.is_set():
+                return count
+            message = self._missed_message(item)
+            if message is not None and self.relay_upstream(message):
+                count += 1
+        self.metrics.catch_up_files.labels(chain.name).inc(count)
+        logger.info("Mirror chain %s: caught up %d missed files from %s", chain.name, count, request_address)
+        return count
+
+    def _no_catch_up_offered(self, request_address: str) -> None:
+        """An original (0.19) server has no catch-up: said once per upstream, it is not an error."""
+        if request_address in self._without_catch_up:
+            return
+        self._without_catch_up.add(request_address)
+        logger.info("Mirror chain %s: %s does not offer catch-up (an original trollmoves server?): files it "
+                    "announced while the mirror was away are not relayed", self.chain.name, request_address)
+
+    def _missed_message(self, item: Any) -> messaging.Message | None:
+        """An announcement of a catch-up reply as a message, if it is one this chain follows."""
+        if not isinstance(item, dict):
+            return None
+        subject, atype, data = item.get("subject"), item.get("type", "file"), item.get("data")
+        if (not isinstance(subject, str) or atype not in ANNOUNCEMENT_TYPES or not isinstance(data, dict)
+                or "request_address" not in data):
+            return None
+        topics = self._upstream_topics()
+        if topics and not any(subject.startswith(topic) for topic in topics):
+            return None
+        try:
+            return messaging.make_message(subject, atype, data)
+        except MessageDecodeError:
+            return None
 
     # outside: serve requests ----------------------------------------------------------------------
     def refusal(self, path: str) -> str | None:
@@ -140,8 +374,6 @@ class MirroredChain(ServedChain):
             for source in sources:
                 error = self._pull(source)
                 if error is None and os.path.exists(local):
-                    with self.history_lock:
-                        self.history[local] = self.history.get(upstream_path)
                     if self.chain.delete:
                         self.server.deleter.schedule(local, self.chain.remove_delay)
                     return local, None
@@ -171,25 +403,37 @@ class MirroredChain(ServedChain):
 
 
 class Mirror(Server):
-    """The mirror service: a Server whose chains are fed from upstream instead of directories."""
+    """The mirror service: a Server whose chains are fed from upstream instead of directories.
+
+    ``state``: a store to use (tests); by default the mirror opens its own at start
+    (``[trollmoves] state_directory``, else under $XDG_STATE_HOME) and closes it at stop.
+    """
 
     kind = "mirror"
     chain_class = MirroredChain
 
-    def __init__(self, config, options: ServerOptions | None = None, metrics=None, transfers=None):
+    def __init__(self, config, options: ServerOptions | None = None, metrics=None, transfers=None,
+                 state: StateStore | None = None):
         options = options or ServerOptions()
         if options.publisher_name != PUBLISHER_NAME:
             options = ServerOptions(**{**options.__dict__, "publisher_name": PUBLISHER_NAME})
         super().__init__(config, options, metrics, transfers)
         self.scheduler = Scheduler("mirror-scheduler")
+        self.state: StateStore | None = state
+        self._state_path = None if state is not None else state_path(config)
 
     def start(self) -> None:
+        if self.state is None:
+            self.state = StateStore(self._state_path)  # unwritable: ConfigError before anything is bound
         self.scheduler.start()
         super().start()
 
     def stop(self, timeout: float = 10.0) -> None:
         super().stop(timeout)
         self.scheduler.stop()
+        if self._state_path is not None and self.state is not None:
+            self.state.close()  # only the store it opened; an injected one belongs to the caller
+            self.state = None
 
 
 __all__ = ["Mirror", "MirroredChain", "ServerOptions"]

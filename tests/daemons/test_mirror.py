@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
 import os
+import textwrap
+import threading
 import time
 
 import pytest
 
-from tests.daemons.conftest import Collector, DaemonProcess, free_port, script, sha256, wait_for, write
+from tests.daemons.conftest import (Collector, DaemonProcess, free_port, load, running, script, sha256,
+                                   wait_for, write)
+from trollmoves import messaging
+from trollmoves.errors import ConfigError
+from trollmoves.mirror import Mirror, ServerOptions
+from trollmoves.state import StateStore
 
 ORIGINAL = os.path.join(os.environ.get("TROLLMOVES_019_VENV", "/opt/trollmoves-0.19-venv"), "bin")
 
@@ -26,6 +35,9 @@ def _setup(tmp_path, client_program):
         info = sensor=seviri
     """)
     mirror_ini = write(tmp_path / "mirror.ini", f"""
+        [trollmoves]
+        state_directory = {tmp_path}/state
+
         [hrit]
         providers = 127.0.0.1:{server_pub}
         client_topic = /inside/hrit
@@ -121,3 +133,138 @@ def _mirror_req(tmp_path):
         if line.strip().startswith("request_port"):
             return line.split("=")[1].strip()
     raise AssertionError("no request_port")
+
+
+# --------------------------------------------------------------------------------------------------
+# Persistence: what was relayed survives a restart; upstream catch-up (the end-to-end forms with
+# real daemons and kill -9 are in tests/reliability/test_mirror_restart.py)
+# --------------------------------------------------------------------------------------------------
+
+class OriginalUpstream:
+    """A request port answering ``info`` as trollmoves 0.19 does: a file list, no ``announcements``."""
+
+    def __init__(self):
+        self.server = messaging.RequestServer(0, "127.0.0.1").start()
+        self.address = f"127.0.0.1:{self.server.port}"
+        self.infos = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            for request in self.server.poll(0.1):
+                self.infos += 1
+                self.server.reply(request, messaging.make_message(
+                    request.message.subject, "info", {"files": [], "max_count": 0, "uptime": "0:00:01"}))
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(5)
+        self.server.close()
+
+
+def _mirror_config(tmp_path, extra="", state_directory=None):
+    daemon = f"[trollmoves]\nstate_directory = {state_directory}\n" if state_directory else ""
+    return load(write(tmp_path / "mirror.ini", daemon + textwrap.dedent(f"""
+        [hrit]
+        providers = 127.0.0.1:{free_port()}
+        client_topic = /inside/hrit
+        destination = file://{tmp_path}/mirror/
+        origin = {tmp_path}/mirror/{{filename}}
+        request_address = 127.0.0.1
+        request_bind_address = 127.0.0.1
+        request_port = {free_port()}
+        topic = /outside/hrit
+        transfer_req_timeout = 1
+        {extra}
+    """)), "mirror")
+
+
+def _new_mirror(config, state):
+    return Mirror(config, ServerOptions(publish_port=0, publish_address="127.0.0.1"), state=state)
+
+
+def _announcement(name, request_address, when):
+    return messaging.make_message("/inside/hrit", "file", {
+        "uri": f"/upstream/{name}", "uid": name, "request_address": request_address, "start_time": when})
+
+
+def test_restart_restores_the_relayed_announcements_without_announcing_them(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="trollmoves")
+    config = _mirror_config(tmp_path, "announce_history = 3")
+    store = StateStore(str(tmp_path / "mirror.sqlite"))
+    when = dt.datetime(2024, 5, 1, 12, 30)
+    with OriginalUpstream() as upstream:
+        with running(_new_mirror(config, store)) as mirror:
+            chain = mirror.chains["hrit"]
+            for index in range(5):
+                assert chain.from_upstream(_announcement(f"H_{index}.dat", upstream.address, when))
+            assert not chain.from_upstream(_announcement("H_4.dat", upstream.address, when)), "relayed twice"
+            wait_for(lambda: "re-announced H_4.dat" in caplog.text, what="the last re-announcement")
+            before = {path: announced.time for path, announced in chain.history.items()}
+        restarted_at = len(caplog.records)
+        with running(_new_mirror(config, store)) as mirror:
+            chain = mirror.chains["hrit"]
+            kept = [f"/upstream/H_{index}.dat" for index in (2, 3, 4)]
+            assert list(chain.sources) == kept, "the newest announce_history announcements"
+            assert chain.sources[kept[0]][0].data["start_time"] == when, "typed as when received"
+            assert chain.refusal(kept[0]) is None and chain.refusal("/upstream/H_0.dat") == "not_announced"
+            reply = messaging.Requester(mirror.request_address(config.chains[0])).request(
+                messaging.make_message("/outside/hrit", "info", {"catch_up": {"since": 0}}), 5)
+            announcements = reply.data["announcements"]
+            assert [a["data"]["uid"] for a in announcements] == ["H_2.dat", "H_3.dat", "H_4.dat"]
+            own = f"127.0.0.1:{config.chains[0].request_port}"
+            assert {a["data"]["request_address"] for a in announcements} == {own}
+            assert [a["time"] for a in announcements] == [before[path] for path in kept], "original times"
+            wait_for(lambda: upstream.infos >= 1, what="the catch-up request to the known upstream")
+            assert not chain.from_upstream(_announcement("H_3.dat", upstream.address, when)), "known already"
+    after = caplog.records[restarted_at:]
+    said = [r.getMessage() for r in after]
+    assert "Mirror chain hrit: restored 3 announcements from the state store" in said
+    assert not [m for m in said if "re-announced" in m]
+    store.close()
+
+
+def test_an_upstream_without_catch_up_is_said_once_at_info(tmp_path, caplog):
+    """An original 0.19 server answers ``info`` without announcements: not an error, said once."""
+    caplog.set_level(logging.DEBUG, logger="trollmoves")
+    store = StateStore(None)
+    with OriginalUpstream() as upstream:
+        store.touch_provider("hrit", upstream.address, time.time() - 60)
+        with running(_new_mirror(_mirror_config(tmp_path), store)) as mirror:
+            wait_for(lambda: upstream.infos == 1, what="the catch-up request at start")
+            assert mirror.chains["hrit"].catch_up(upstream.address, 0) == 0
+    said = [r for r in caplog.records if "does not offer catch-up" in r.getMessage()]
+    assert [r.levelno for r in said] == [logging.INFO]
+    assert upstream.address in said[0].getMessage()
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING and r.name == "trollmoves.mirror"]
+    store.close()
+
+
+def test_an_unwritable_state_directory_is_a_config_error_at_start(tmp_path):
+    (tmp_path / "a-file").write_text("not a directory")
+    config = _mirror_config(tmp_path, state_directory=f"{tmp_path}/a-file/state")
+    mirror = Mirror(config, ServerOptions(publish_port=0, publish_address="127.0.0.1"))
+    with pytest.raises(ConfigError, match="a-file/state"):
+        mirror.start()
+    mirror.stop(1.0)
+
+
+def test_an_announcement_still_delayed_at_stop_is_sent_after_the_restart(tmp_path, caplog):
+    """With ``delay``, a relay not yet announced when the mirror stopped is announced once it is due."""
+    caplog.set_level(logging.INFO, logger="trollmoves")
+    config = _mirror_config(tmp_path, "delay = 1.5")
+    store = StateStore(str(tmp_path / "mirror.sqlite"))
+    with OriginalUpstream() as upstream:
+        with running(_new_mirror(config, store)) as mirror:
+            assert mirror.chains["hrit"].from_upstream(_announcement("D_0.dat", upstream.address, None))
+        assert "re-announced D_0.dat" not in caplog.text, "stopped before the delay was over"
+        with running(_new_mirror(config, store)):
+            wait_for(lambda: "re-announced D_0.dat" in caplog.text, 5, what="the delayed announcement")
+            time.sleep(0.2)
+    assert caplog.text.count("re-announced D_0.dat") == 1
+    store.close()
