@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 
 from trollmoves import __version__
 from trollmoves.errors import ConfigError
+from trollmoves.memory import limit_malloc_arenas
 from trollmoves.program import EXIT_CONFIG, load_config, log_start, run_service, setup_logging
 
 logger = logging.getLogger(__name__)
@@ -125,6 +126,7 @@ def _start_logging(args: argparse.Namespace) -> int | None:
 
 
 def _run(kind: str, name: str, args: argparse.Namespace, build: Callable) -> int:
+    limit_malloc_arenas()  # before any thread starts
     failed = _start_logging(args)
     if failed is not None:
         return failed
