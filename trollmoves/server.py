@@ -54,6 +54,7 @@ PUBLISHER_NAME = "move_it_server"
 MAX_INFO_COUNT = 2256
 HEARTBEAT_INTERVAL = 30
 REJOIN_GRACE = 1.0
+BACKLOG_SETTLE = 1.0  # s a file found at start must stay unchanged before it is announced (if it is that new)
 SERVABLE_AFTER_HISTORY = 200_000
 
 
@@ -223,6 +224,29 @@ class Announced:
     seq: int
 
 
+def _stamp(path: str) -> tuple[int, int] | None:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return (stat.st_size, stat.st_mtime_ns)
+
+
+def split_recent(paths: list[str], settle: float) -> tuple[list[str], dict[str, tuple[int, int]]]:
+    """(files unchanged for ``settle`` s, {recently modified file: (size, mtime_ns)})."""
+    settled, recent = [], {}
+    horizon = time.time_ns() - int(settle * 1e9)
+    for path in paths:
+        stamp = _stamp(path)
+        if stamp is None:
+            continue
+        if stamp[1] > horizon:
+            recent[path] = stamp
+        else:
+            settled.append(path)
+    return settled, recent
+
+
 class ServedChain:
     """A chain's watcher, announcer and request port."""
 
@@ -297,15 +321,36 @@ class ServedChain:
         if self.server.options.backlog:
             if existing:
                 logger.info("Chain %s: announcing %d files already present", self.chain.name, len(existing))
-            for path in existing:
+            settled, recent = split_recent(existing, BACKLOG_SETTLE)
+            for path in settled:
                 self.enqueue(path)
+            if recent:
+                self._spawn(lambda: self._announce_when_settled(recent), f"backlog-settle:{self.chain.name}")
         else:
             for path in existing:
                 self._remember_silently(path)
 
+    def _announce_when_settled(self, recent: dict[str, tuple[int, int]]) -> None:
+        """Backlog files modified just before the start may still be written by a producer that
+        does not write atomically: announce each only if it has not changed for BACKLOG_SETTLE s.
+        One that changed is announced by the watcher (started before the scan) when it is closed."""
+        if self._stop.wait(BACKLOG_SETTLE):
+            return
+        for path, stamp in recent.items():
+            now = _stamp(path)
+            if now == stamp:
+                self.enqueue(path)
+            else:
+                logger.info("Chain %s: %s was still being written at start: announced when closed",
+                            self.chain.name, path)
+
     def rescan(self) -> None:
-        for path in scan(self.matcher.directory, self.recursive):
+        """After an inotify overflow: every file again (announced ones are skipped by their stamp)."""
+        settled, recent = split_recent(scan(self.matcher.directory, self.recursive), BACKLOG_SETTLE)
+        for path in settled:
             self.enqueue(path)
+        if recent:
+            self._spawn(lambda: self._announce_when_settled(recent), f"rescan-settle:{self.chain.name}")
 
     def healthy(self) -> bool:
         return self.matcher is None or (self.watcher is not None and self.watcher.is_alive())

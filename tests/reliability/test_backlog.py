@@ -48,3 +48,40 @@ def test_backlog_larger_than_the_history_is_served(tmp_path):
             refused = server.metrics.registry.get_sample_value("trollmoves_requests_refused_total",
                                                                {"chain": "chain", "reason": "not_announced"})
     assert refused == 0
+
+
+@pytest.mark.timeout(60)
+def test_a_file_still_being_written_at_start_is_delivered_whole(tmp_path):
+    """A producer that writes in place (no temporary name) is still writing when the server starts:
+    the backlog must not announce the partial file (the client would keep it and skip the
+    complete one as a duplicate); the file arrives whole, once, when the producer closes it."""
+    import hashlib
+    import time
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    dst.mkdir()
+    (src / "old.dat").write_bytes(b"settled long ago")
+    old = time.time() - 60
+    os.utime(src / "old.dat", (old, old))
+    publish_port = free_port()
+    server_ini = write_ini(tmp_path / "server.ini", {"chain": server_chain(
+        src, "/reliability/partial", free_port(), connection_parameters__hardlink=False)})  # a link would grow along
+    client = in_process_client(write_ini(tmp_path / "client.ini", {"chain": client_chain(
+        f"127.0.0.1:{publish_port}", f"file://{dst}/", "/reliability/partial")}))
+    content = os.urandom(300_000)
+    with running(client), open(src / "growing.dat", "wb") as producer:
+        producer.write(content[:1000])
+        producer.flush()
+        with running(in_process_server(server_ini, publish_port)):
+            for start in range(1000, len(content), 20_000):  # ~2 s of writing after the start
+                time.sleep(0.13)
+                producer.write(content[start:start + 20_000])
+                producer.flush()
+            producer.close()
+            wait_for(lambda: final_names(dst) == ["growing.dat", "old.dat"], timeout=30, what="both files")
+            time.sleep(1.5)  # a second delivery (a re-announcement) would land now
+    delivered = (dst / "growing.dat").read_bytes()
+    assert hashlib.sha256(delivered).hexdigest() == hashlib.sha256(content).hexdigest(), (
+        f"partial file delivered: {len(delivered)} of {len(content)} bytes")
+    assert final_names(dst) == ["growing.dat", "old.dat"]
