@@ -53,6 +53,7 @@ logger = logging.getLogger(__name__)
 PUBLISHER_NAME = "move_it_mirror"
 ANNOUNCEMENT_TYPES = ("file", "dataset", "collection")
 CATCH_UP_QUEUE = 256
+PERIODIC_CATCH_UP = 60.0  # s between catch-ups with every upstream while running
 
 
 def state_path(config: Config) -> str:
@@ -95,6 +96,7 @@ class MirroredChain(ServedChain):
         self._catch_up_thread: threading.Thread | None = None
         self._upstream_ready = threading.Event()
         self._recorded = 0
+        self.periodic_catch_up = PERIODIC_CATCH_UP
 
     def start(self) -> None:
         self.metrics.init_chain(self.chain.name)
@@ -282,6 +284,7 @@ class MirroredChain(ServedChain):
             try:
                 request_address, since = self._catch_ups.get(timeout=0.25)
             except queue.Empty:
+                self._catch_up_periodically()
                 continue
             wait = self._catch_up_after - time.monotonic()
             if wait > 0 and self._stop.wait(wait):
@@ -290,6 +293,28 @@ class MirroredChain(ServedChain):
                 self.catch_up(request_address, since)
             except Exception:  # noqa: BLE001 - one bad upstream never stops the others' catch-up
                 logger.exception("Mirror chain %s: catch-up from %s failed", self.chain.name, request_address)
+
+    def _catch_up_periodically(self) -> None:
+        """Every ``periodic_catch_up`` s, ask each upstream for what it announced meanwhile.
+
+        A PUB/SUB message lost on the way (a network cut, a slow-joining
+        subscription after the inside server restarted) is otherwise never
+        relayed: the mirror has no heartbeat watch of its own. Already relayed
+        files are skipped by path, so this costs one small request per upstream.
+        """
+        now = time.monotonic()
+        last = getattr(self, "_last_periodic", None)
+        if last is None:
+            self._last_periodic = now
+            return
+        if now - last < self.periodic_catch_up:
+            return
+        self._last_periodic = now
+        since = time.time() - self.periodic_catch_up - CATCH_UP_MARGIN
+        with self._upstreams_lock:
+            upstreams = [a for a in self._upstreams if a not in self._without_catch_up]
+        for request_address in upstreams:
+            self._ask_catch_up(request_address, since)
 
     def catch_up(self, request_address: str, since: float) -> int:
         """Ask one upstream for what it announced since ``since``, relay what was missed; how many were."""

@@ -16,6 +16,7 @@ from tests.daemons.conftest import (Collector, DaemonProcess, free_port, load, r
 from trollmoves import messaging
 from trollmoves.errors import ConfigError
 from trollmoves.mirror import Mirror, ServerOptions
+from trollmoves.server import Server
 from trollmoves.state import StateStore
 
 ORIGINAL = os.path.join(os.environ.get("TROLLMOVES_019_VENV", "/opt/trollmoves-0.19-venv"), "bin")
@@ -267,4 +268,52 @@ def test_an_announcement_still_delayed_at_stop_is_sent_after_the_restart(tmp_pat
             wait_for(lambda: "re-announced D_0.dat" in caplog.text, 5, what="the delayed announcement")
             time.sleep(0.2)
     assert caplog.text.count("re-announced D_0.dat") == 1
+    store.close()
+
+
+def test_an_announcement_lost_on_the_way_is_relayed_by_the_periodic_catch_up(tmp_path, caplog):
+    """The inside server recorded a file whose announcement never reached the mirror (a network
+    cut, a slow joiner): the mirror's periodic catch-up relays it, once."""
+    caplog.set_level(logging.INFO, logger="trollmoves")
+    src = tmp_path / "src"
+    src.mkdir()
+    server_pub, server_req, mirror_pub = free_port(), free_port(), free_port()
+    server_ini = write(tmp_path / "server.ini", f"""
+        [hrit]
+        origin = {src}/{{platform_name}}_{{number:03d}}.dat
+        topic = /inside/hrit
+        request_port = {server_req}
+        request_address = 127.0.0.1
+    """)
+    mirror_config = load(write(tmp_path / "mirror.ini", f"""
+        [hrit]
+        providers = 127.0.0.1:{server_pub}
+        client_topic = /inside/hrit
+        destination = file://{tmp_path}/mirror/
+        origin = {tmp_path}/mirror/{{filename}}
+        request_address = 127.0.0.1
+        request_port = {free_port()}
+        topic = /outside/hrit
+    """), "mirror")
+    server = Server(load(server_ini, "server"), ServerOptions(publish_port=server_pub, publish_address="127.0.0.1",
+                                                              backlog=False))
+    store = StateStore(str(tmp_path / "mirror.sqlite"))
+    mirror = Mirror(mirror_config, ServerOptions(publish_port=mirror_pub, publish_address="127.0.0.1"), state=store)
+    with running(server), running(mirror):
+        inside, relay = server.chains["hrit"], mirror.chains["hrit"]
+        relay.periodic_catch_up = 1.0
+        (src / "MSG4_000.dat").write_bytes(b"heard")
+        wait_for(lambda: "re-announced MSG4_000.dat" in caplog.text, what="a first relay (the upstream is known)")
+        with Collector([f"tcp://127.0.0.1:{mirror_pub}"], "/outside") as seen:
+            lost, outside = src / "MSG4_001.dat", tmp_path / "MSG4_001.dat"
+            outside.write_bytes(b"lost")
+            os.link(outside, lost)  # a new link is no close-after-write: the server's watcher stays silent
+            inside.remember(str(lost), "file", inside.message_data(  # recorded, never published
+                str(lost), inside.matcher.parse(str(lost)), os.stat(lost)))
+            wait_for(lambda: [m for m in seen.of_type("file") if m.data.get("uid") == "MSG4_001.dat"], timeout=15,
+                     what="the lost file relayed by the periodic catch-up")
+            time.sleep(2.5)  # two more periodic catch-ups: no second relay
+            relayed = [m for m in seen.of_type("file") if m.data.get("uid") == "MSG4_001.dat"]
+    assert len(relayed) == 1
+    assert relayed[0].data["request_address"] == mirror.request_address(mirror_config.chains[0])
     store.close()
