@@ -22,19 +22,24 @@ from trollmoves.state import StateStore
 ORIGINAL = os.path.join(os.environ.get("TROLLMOVES_019_VENV", "/opt/trollmoves-0.19-venv"), "bin")
 
 
+def _inside_server_ini(tmp_path, src, request_port, extra=""):
+    """The inside server of these tests: MSG4_nnn.dat files on /inside/hrit."""
+    return write(tmp_path / "server.ini", f"""
+        [hrit]
+        origin = {src}/{{platform_name}}_{{number:03d}}.dat
+        topic = /inside/hrit
+        request_port = {request_port}
+        request_address = 127.0.0.1
+        {extra}
+    """)
+
+
 def _setup(tmp_path, client_program):
     src, mirror_dir, dst = (tmp_path / name for name in ("src", "mirror", "dst"))
     for directory in (src, mirror_dir, dst):
         directory.mkdir()
     server_pub, server_req, mirror_pub, mirror_req, client_pub = (free_port() for _ in range(5))
-    server_ini = write(tmp_path / "server.ini", f"""
-        [hrit]
-        origin = {src}/{{platform_name}}_{{number:03d}}.dat
-        topic = /inside/hrit
-        request_port = {server_req}
-        request_address = 127.0.0.1
-        info = sensor=seviri
-    """)
+    server_ini = _inside_server_ini(tmp_path, src, server_req, "info = sensor=seviri")
     mirror_ini = write(tmp_path / "mirror.ini", f"""
         [trollmoves]
         state_directory = {tmp_path}/state
@@ -278,13 +283,7 @@ def test_an_announcement_lost_on_the_way_is_relayed_by_the_periodic_catch_up(tmp
     src = tmp_path / "src"
     src.mkdir()
     server_pub, server_req, mirror_pub = free_port(), free_port(), free_port()
-    server_ini = write(tmp_path / "server.ini", f"""
-        [hrit]
-        origin = {src}/{{platform_name}}_{{number:03d}}.dat
-        topic = /inside/hrit
-        request_port = {server_req}
-        request_address = 127.0.0.1
-    """)
+    server_ini = _inside_server_ini(tmp_path, src, server_req)
     mirror_config = load(write(tmp_path / "mirror.ini", f"""
         [hrit]
         providers = 127.0.0.1:{server_pub}
