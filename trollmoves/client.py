@@ -257,6 +257,9 @@ class FollowedChain:
             for entry in self.pending.values():
                 if not entry.started:
                     entry.cancelled = True
+        with self._requesters_lock:  # a worker waiting for a reply gives up now, not after 3 x timeout
+            for requester in self._requesters.values():
+                requester.cancel()
         self.workers.shutdown(wait=True, cancel_futures=True)
         with self._requesters_lock:
             for requester in self._requesters.values():
@@ -276,6 +279,8 @@ class FollowedChain:
         """The pooled requester of one server: its sockets are reused from file to file."""
         with self._requesters_lock:
             requester = self._requesters.get(request_address)
+            if requester is None and self._stop.is_set():
+                raise RequestError(f"chain {self.chain.name} is stopping: no new request to {request_address}")
             if requester is None:
                 requester = self._requesters[request_address] = messaging.Requester(
                     request_address, self.curve, pooled=True, max_idle=self.client.workers_per_chain)
@@ -508,6 +513,10 @@ class FollowedChain:
                 messaging.make_message(source.subject, "push", request_data),
                 timeout=chain.transfer_req_timeout * 3, resend_after=chain.transfer_req_timeout)
         except (RequestError, MessageDecodeError) as exc:
+            if self._stop.is_set():
+                logger.info("Chain %s: stopping: the request of %s to %s is dropped (made again at start)",
+                            chain.name, ", ".join(collect_uids(data)), request_address)
+                return None
             logger.warning("Chain %s: server %s doesn't answer: %s", chain.name, request_address, exc)
             self.metrics.transfers_failed.labels(chain.name, scheme, "timeout").inc()
             return None

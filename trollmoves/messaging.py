@@ -697,6 +697,12 @@ class Requester:
     kept for the next request (no new TCP connection and handshake per file);
     any other socket (timed out, resent, malformed reply) is closed, so a late
     reply can never be taken for the answer to another request. Thread-safe.
+
+    ``cancel()`` (or ``close()``), from any thread, makes the requests waiting for
+    a reply and every later one raise ``RequestError`` ("cancelled") at once: a
+    stopping client is not held up for the reply timeout. A request waits on its
+    socket and on a wake-up pipe (created with the first request, closed by
+    ``close()`` once no request uses it, or when the requester is collected).
     """
 
     def __init__(self, address: str, curve: CurveClientKeys | None = None, pooled: bool = False,
@@ -707,6 +713,46 @@ class Requester:
         self.max_idle = max_idle
         self._idle: list = []
         self._lock = threading.Lock()
+        self._cancelled = False
+        self._closed = False
+        self._active = 0
+        self._pipe: list[int] = []  # [read fd, write fd] once a request made it
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+    def _cancelled_error(self, message: Message) -> RequestError:
+        return RequestError(f"{message.type!r} request to {self.address} cancelled: the requester was closed")
+
+    def _enter(self, message: Message) -> int:
+        """Count a request in; return the wake-up pipe's read end. Raises when cancelled."""
+        with self._lock:
+            if self._cancelled:
+                raise self._cancelled_error(message)
+            if not self._pipe:
+                import weakref
+
+                read_fd, write_fd = os.pipe()
+                os.set_blocking(write_fd, False)
+                self._pipe[:] = [read_fd, write_fd]
+                weakref.finalize(self, Requester._close_pipe, self._pipe)
+            self._active += 1
+            return self._pipe[0]
+
+    def _leave(self) -> None:
+        with self._lock:
+            self._active -= 1
+            if self._closed and not self._active:
+                Requester._close_pipe(self._pipe)
+
+    @staticmethod
+    def _close_pipe(pipe: list[int]) -> None:
+        while pipe:
+            try:
+                os.close(pipe.pop())
+            except OSError:
+                pass
 
     def _checkout(self):
         with self._lock:
@@ -717,46 +763,74 @@ class Requester:
     def _checkin(self, sock, reusable: bool) -> None:
         if reusable and self.pooled:
             with self._lock:
-                if len(self._idle) < self.max_idle:
+                if len(self._idle) < self.max_idle and not self._cancelled:
                     self._idle.append(sock)
                     return
         close_socket(sock)
 
     def request(self, message: Message, timeout: float, resend_after: float | None = None) -> Message:
+        """Send ``message``, return the reply; RequestError on timeout, bad reply or ``cancel()``."""
         raw = wire(message).encode("utf-8")
-        sock = self._checkout()
-        reusable = False
+        wake = self._enter(message)
         try:
-            sock.send_multipart([b"", raw])
-            sends = 1
-            deadline = time.monotonic() + timeout
-            next_resend = time.monotonic() + resend_after if resend_after else None
-            while True:
-                now = time.monotonic()
-                if now >= deadline:
-                    raise RequestError(f"no reply from {self.address} within {timeout:g} s "
-                                       f"to a {message.type!r} request")
-                wait = deadline - now
-                if next_resend is not None:
-                    wait = min(wait, max(0.0, next_resend - now))
-                if sock.poll(int(wait * 1000) + 1, zmq.POLLIN):
-                    frames = sock.recv_multipart()
-                    try:
-                        reply = decode(frames[-1])
-                    except MessageDecodeError as exc:
-                        raise RequestError(f"malformed reply from {self.address}: {exc}") from None
-                    reusable = sends == 1 and len(frames) == 2 and frames[0] == b""
-                    return reply
-                if next_resend is not None and time.monotonic() >= next_resend:
-                    sock.send_multipart([b"", raw])
-                    sends += 1
-                    next_resend = time.monotonic() + resend_after
+            sock = self._checkout()
+            reusable = False
+            try:
+                poller = zmq.Poller()
+                poller.register(sock, zmq.POLLIN)
+                poller.register(wake, zmq.POLLIN)
+                sock.send_multipart([b"", raw])
+                sends = 1
+                deadline = time.monotonic() + timeout
+                next_resend = time.monotonic() + resend_after if resend_after else None
+                while True:
+                    now = time.monotonic()
+                    if now >= deadline:
+                        raise RequestError(f"no reply from {self.address} within {timeout:g} s "
+                                           f"to a {message.type!r} request")
+                    wait = deadline - now
+                    if next_resend is not None:
+                        wait = min(wait, max(0.0, next_resend - now))
+                    events = dict(poller.poll(int(wait * 1000) + 1))
+                    if wake in events:
+                        raise self._cancelled_error(message)
+                    if sock in events:
+                        frames = sock.recv_multipart()
+                        try:
+                            reply = decode(frames[-1])
+                        except MessageDecodeError as exc:
+                            raise RequestError(f"malformed reply from {self.address}: {exc}") from None
+                        reusable = sends == 1 and len(frames) == 2 and frames[0] == b""
+                        return reply
+                    if next_resend is not None and time.monotonic() >= next_resend:
+                        sock.send_multipart([b"", raw])
+                        sends += 1
+                        next_resend = time.monotonic() + resend_after
+            finally:
+                self._checkin(sock, reusable)
         finally:
-            self._checkin(sock, reusable)
+            self._leave()
+
+    def cancel(self) -> None:
+        """Wake every waiting request (it raises RequestError "cancelled"); refuse later ones. Any thread."""
+        with self._lock:
+            if self._cancelled:
+                return
+            self._cancelled = True
+            if self._pipe:
+                try:
+                    os.write(self._pipe[1], b"x")  # stays readable: wakes every waiter, now and later
+                except OSError:
+                    pass
 
     def close(self) -> None:
+        """Cancel waiting requests, close the idle sockets (and the wake-up pipe once unused)."""
+        self.cancel()
         with self._lock:
+            self._closed = True
             idle, self._idle = self._idle, []
+            if not self._active:
+                Requester._close_pipe(self._pipe)
         for sock in idle:
             close_socket(sock)
 

@@ -32,6 +32,11 @@ LOG_FORMAT = "[%(asctime)s %(levelname)-8s %(name)s] %(message)s"
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_CONFIG = 2
+NOISY_LOGGERS = ("botocore", "s3fs", "aiobotocore", "urllib3", "watchdog", "posttroll")
+PARAMIKO_LOGGER = "paramiko"
+"""paramiko logs every failed connection at ERROR with a traceback, one record per line (its
+transport thread, ``paramiko.transport``); our movers already log the failure once, with host
+and file. So paramiko is silenced unless -v asks for its details."""
 
 
 class Service(Protocol):
@@ -49,10 +54,14 @@ def setup_logging(log_config: str | None = None, log_file: str | None = None, ve
 
         try:
             with open(log_config, encoding="utf-8") as stream:
-                logging.config.dictConfig(yaml.safe_load(stream))
-            return
+                settings = yaml.safe_load(stream)
+            logging.config.dictConfig(settings)
         except (OSError, ValueError, TypeError, AttributeError, ImportError, yaml.YAMLError) as exc:
             raise ConfigError(f"{log_config}: cannot use this logging config: {exc}") from None
+        configured = (settings.get("loggers") or {}) if isinstance(settings, dict) else {}
+        if not any(name == PARAMIKO_LOGGER or name.startswith(PARAMIKO_LOGGER + ".") for name in configured):
+            quiet_paramiko(verbose)
+        return
     level = logging.DEBUG if verbose else logging.INFO
     handlers: list[logging.Handler] = []
     if log_file:
@@ -67,8 +76,20 @@ def setup_logging(log_config: str | None = None, log_file: str | None = None, ve
         handler.setFormatter(logging.Formatter(LOG_FORMAT))
         root.addHandler(handler)
     root.setLevel(level)
-    for noisy in ("paramiko", "botocore", "s3fs", "aiobotocore", "urllib3", "watchdog", "posttroll"):
+    for noisy in NOISY_LOGGERS:
         logging.getLogger(noisy).setLevel(max(level, logging.INFO if verbose else logging.WARNING))
+    quiet_paramiko(verbose)
+
+
+def quiet_paramiko(verbose: bool = False) -> None:
+    """paramiko at INFO with -v (its tracebacks help debugging), else silent.
+
+    Without -v a banner reset or a port scanner answering on the SSH port would
+    print paramiko's traceback, line by line at ERROR, beside the one WARNING our
+    mover logs for the failed connection. The sub-loggers paramiko uses
+    (``paramiko.transport``, ``paramiko.transport.sftp``) inherit this level.
+    """
+    logging.getLogger(PARAMIKO_LOGGER).setLevel(logging.INFO if verbose else logging.CRITICAL + 1)
 
 
 def load_config(path: str, kind: str) -> tm_config.Config:

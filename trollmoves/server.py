@@ -382,6 +382,7 @@ class ServedChain:
             logger.warning("Chain %s: aborting the pushes still running after %g s: %d", self.chain.name, timeout,
                            len(self._inflight))
             abort.set()
+            self.server.transfers.interrupt()  # a push blocked on a frozen peer ends now, not at its timeout
         self.workers.shutdown(wait=True, cancel_futures=aborted)
         for thread in self._threads:
             thread.join(timeout)

@@ -408,3 +408,47 @@ def test_hot_spare_pair_primary_killed_midway(dirs, tmp_path):
     received = primary.log().count("received file") + secondary.log().count("received file")
     assert received >= len(names)
     assert secondary.log().count("received file") > 0, "the spare never took over"
+
+
+def test_client_stops_promptly_while_a_server_does_not_answer(dirs, tmp_path):
+    """A request waiting for a server that never replies (transfer_req_timeout 20 s, so up to 60 s
+    with resends) does not hold up the client's stop; the request stays pending for the next start."""
+    import zmq
+
+    context = zmq.Context.instance()
+    silent = context.socket(zmq.ROUTER)  # takes requests, never answers
+    silent.setsockopt(zmq.LINGER, 0)
+    request_port = silent.bind_to_random_port("tcp://127.0.0.1")
+    publisher = messaging.Publisher("silent_server", free_port(), "127.0.0.1").start()
+    ini = write(tmp_path / "client.ini", f"""
+        [hrit]
+        providers = 127.0.0.1:{publisher.port}
+        destination = file://{dirs["dst"]}/
+        topic = /silent
+        publish_port = 0
+        publish_address = 127.0.0.1
+        nameservers = False
+        transfer_req_timeout = 20
+    """)
+    state = StateStore(str(tmp_path / "state.sqlite"))
+    client = Client(load(ini, "client"), state=state)
+    client.start()
+    try:
+        announcement = messaging.make_message("/silent", "file", {
+            "uid": "stuck.dat", "uri": "/nowhere/stuck.dat", "request_address": f"127.0.0.1:{request_port}"})
+        poller = zmq.Poller()
+        poller.register(silent, zmq.POLLIN)
+        deadline = time.monotonic() + 20
+        while not poller.poll(100):  # announce until the request arrives (slow joiner)
+            assert time.monotonic() < deadline, "no request reached the silent server"
+            publisher.send(announcement)
+    finally:
+        started = time.monotonic()
+        client.stop(timeout=2.0)
+        stopped_in = time.monotonic() - started
+        publisher.stop()
+        silent.close()
+    assert stopped_in < 3.0, f"stop took {stopped_in:.1f} s"
+    reopened = StateStore(str(tmp_path / "state.sqlite"))
+    assert [key for key, _ in reopened.pending("hrit")], "the unanswered request must stay pending"
+    reopened.close()

@@ -11,9 +11,10 @@ A protocol lives in one module with two classes:
   ``remote_path``, ``check_options``) and, for programs written against
   trollmoves 0.19, the old ``Mover(origin, destination, attrs).copy()`` API.
 
-Movers hold no connections and start no threads: pooling, retries, atomic
-delivery and checksums are shared code (``pool``, ``retry``, ``delivery``,
-``transfer``).
+Movers hold no connections and start no threads of their own: pooling, retries,
+atomic delivery and checksums are shared code (``pool``, ``retry``, ``delivery``,
+``transfer``). A driver needing a helper thread (the SSH stall watchdog) keeps it
+in the service's ``DriverCache``, which the service closes with the pool.
 """
 
 from __future__ import annotations
@@ -77,6 +78,15 @@ class Connection:
 
     def close(self) -> None:
         """Close the session; must not raise."""
+
+    def abort(self, reason: str = "transfer interrupted") -> None:
+        """Interrupt, from another thread, whatever the session is doing; must not raise.
+
+        The operation in progress then fails soon with a TransientTransferError
+        and the session is no longer ``alive`` (the pool drops it). The pool calls
+        this on connections still lent when it is closed. Default: nothing (the
+        operation ends at its own timeout).
+        """
 
     # optional ------------------------------------------------------------------------------
     def size(self, path: str) -> int | None:
@@ -146,6 +156,18 @@ class DriverCache:
             if key not in self._items:
                 self._items[key] = factory()
             return self._items[key]
+
+    def close(self) -> None:
+        """Forget every item, calling ``close()`` on those that have one (helper threads stop)."""
+        with self.lock:
+            items, self._items = list(self._items.values()), {}
+        for item in items:
+            close = getattr(item, "close", None)
+            if callable(close):
+                try:
+                    close()
+                except Exception as err:  # noqa: BLE001 - closing is best effort
+                    logger.debug("Error closing %r: %s", item, err)
 
 
 class Mover:

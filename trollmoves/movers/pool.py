@@ -11,7 +11,10 @@ a module or a mover class, so two services in one process share nothing.
 * Idle connections are closed after their ``idle_timeout`` (0.19's
   ``connection_uptime``, default 30 s) by one reaper thread per pool that waits
   on a Condition, and when more than ``max_idle`` are kept (oldest first).
-* ``close()`` closes everything and stops the reaper.
+* ``close()`` closes the idle connections, stops the reaper and interrupts the
+  lent ones (``Connection.abort()``: a transfer blocked on a frozen server ends
+  now instead of at its timeout); they are closed when handed back. A closed
+  pool lends nothing more (``PoolClosedError``, transient).
 """
 
 from __future__ import annotations
@@ -24,7 +27,13 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 
+from trollmoves.errors import TransientTransferError
+
 logger = logging.getLogger(__name__)
+
+
+class PoolClosedError(TransientTransferError):
+    """A lease was asked of a closed pool (the transfer service is stopping)."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +70,7 @@ class ConnectionPool:
         self._idle: OrderedDict[int, tuple[Hashable, object, float]] = OrderedDict()
         self._serial = 0
         self._leased = 0
+        self._lent: dict[int, object] = {}
         self._opened = self._reused = self._closed = 0
         self._closing = False
         self._reaper: threading.Thread | None = None
@@ -75,15 +85,21 @@ class ConnectionPool:
         On a normal exit the connection goes back to the pool unless
         ``lease.discard`` was set or it no longer looks alive; on an exception
         it is closed unless it still looks alive (a refused file does not spoil
-        an SSH session, a reset does).
+        an SSH session, a reset does). Raises PoolClosedError once ``close()`` ran.
         """
         lease = self._take(key)
         if lease is None:
+            self._check_open()
             connection = factory()
             with self._cond:
                 self._opened += 1
                 self._leased += 1
+                self._lent[id(connection)] = connection
+                closing = self._closing
             lease = Lease(connection, reused=False)
+            if closing:  # closed while the factory was connecting
+                self._give_back(key, lease, idle_timeout, failed=True)
+                self._check_open()
         try:
             yield lease
         except BaseException:
@@ -106,7 +122,7 @@ class ConnectionPool:
         return len(stale)
 
     def close(self) -> None:
-        """Close every idle connection and stop the reaper; leased ones are closed when returned."""
+        """Close every idle connection, stop the reaper, interrupt the lent ones (closed when returned)."""
         with self._cond:
             self._closing = True
             idle = [connection for _, connection, _ in self._idle.values()]
@@ -115,10 +131,24 @@ class ConnectionPool:
             reaper = self._reaper
         for connection in idle:
             self._close(connection, "pool closed")
+        self.interrupt("transfer interrupted: the transfer service is closing")
         if reaper is not None and reaper is not threading.current_thread():
             reaper.join()
 
+    def interrupt(self, reason: str = "transfer interrupted") -> int:
+        """``abort()`` every lent connection (from any thread); return how many. The pool stays open."""
+        with self._cond:
+            lent = list(self._lent.values())
+        for connection in lent:
+            _abort(connection, reason)
+        return len(lent)
+
     # internals ---------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        with self._cond:
+            if self._closing:
+                raise PoolClosedError("transfer service closed: no new connections")
 
     def _take(self, key: Hashable) -> Lease | None:
         while True:
@@ -135,6 +165,7 @@ class ConnectionPool:
                 if not expired and _alive(connection):
                     self._reused += 1
                     self._leased += 1
+                    self._lent[id(connection)] = connection
                     return Lease(connection, reused=True)
             self._close(connection, "expired" if expired else "dead")
 
@@ -145,6 +176,7 @@ class ConnectionPool:
         evicted = []
         with self._cond:
             self._leased -= 1
+            self._lent.pop(id(connection), None)
             if keep and not self._closing and timeout > 0:
                 self._serial += 1
                 deadline = self._clock() + timeout
@@ -190,6 +222,17 @@ class ConnectionPool:
             connection.close()
         except Exception as err:  # noqa: BLE001 - closing is best effort
             logger.debug("Error closing %s: %s", connection, err)
+
+
+def _abort(connection: object, reason: str) -> None:
+    abort = getattr(connection, "abort", None)
+    if abort is None:
+        return
+    logger.debug("Interrupting %s (%s)", connection, reason)
+    try:
+        abort(reason)
+    except Exception as err:  # noqa: BLE001 - best effort
+        logger.debug("Error interrupting %s: %s", connection, err)
 
 
 def _alive(connection: object) -> bool:

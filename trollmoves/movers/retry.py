@@ -83,11 +83,13 @@ def wait(seconds: float, cancel: threading.Event | None) -> bool:
 
 def with_retries(attempt: Callable[[int], object], policy: RetryPolicy, what: str,
                  cancel: threading.Event | None = None,
-                 on_retry: Callable[[TransferError], None] | None = None) -> object:
+                 on_retry: Callable[[TransferError], None] | None = None,
+                 give_up: Callable[[], bool] | None = None) -> object:
     """Call ``attempt(n)`` until it succeeds, a permanent error occurs or the retries are spent.
 
     ``attempt`` must raise TransferError subclasses only. The last transient error is
-    re-raised after the final try; a cancel during a pause re-raises it at once.
+    re-raised after the final try; a cancel during a pause re-raises it at once, and so
+    does a true ``give_up()`` after a failed try (the transfer service is closing).
     ``on_retry(error)`` is called beside the "Retrying" log line (for a daemon's metric).
     """
     delays = policy.delays()
@@ -100,7 +102,7 @@ def with_retries(attempt: Callable[[int], object], policy: RetryPolicy, what: st
             raise
         except TransientTransferError as err:
             delay = next(delays, None)
-            if delay is None:
+            if delay is None or give_up is not None and give_up():
                 raise
             logger.warning("Retrying %s in %.1f s (attempt %d failed: %s)", what, delay, number, err)
             if on_retry is not None:

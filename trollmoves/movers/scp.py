@@ -18,6 +18,9 @@ from trollmoves.errors import PermanentTransferError, TransientTransferError
 from trollmoves.movers.source import Source
 from trollmoves.movers.ssh import SshConnection, SshMover
 
+SEND_PIECE = 256 * 1024
+"""Bytes per ``sendall``: the stall watchdog sees progress at least this often."""
+
 
 class ScpConnection(SshConnection):
     """An SSH session uploading with ``scp -t``."""
@@ -27,7 +30,8 @@ class ScpConnection(SshConnection):
         name = posixpath.basename(remote)
         if "\n" in name:
             raise PermanentTransferError("scp cannot send a file name containing a newline", where)
-        channel = self.client.get_transport().open_session(timeout=self.options.connect_timeout)
+        progress = self.progress
+        channel = self.transport.open_session(timeout=self.options.connect_timeout)
         try:
             channel.settimeout(self.options.timeout)
             channel.exec_command(f"scp -t {shlex.quote(remote)}")
@@ -39,13 +43,18 @@ class ScpConnection(SshConnection):
             for chunk in source.chunks():
                 if sent + len(chunk) > size:
                     raise TransientTransferError(f"source {source.path} grew while being sent", where)
-                channel.sendall(chunk)
+                for start in range(0, len(chunk), SEND_PIECE):
+                    channel.sendall(chunk[start:start + SEND_PIECE])
+                    progress()
                 sent += len(chunk)
             if sent != size:
                 raise TransientTransferError(f"source {source.path} shrank while being sent", where)
             channel.sendall(b"\0")
             _ack(channel, where)
             channel.shutdown_write()
+        except BaseException as exc:
+            self.failed(exc)  # a stalled session is closed now: closing the channel then returns at once
+            raise
         finally:
             channel.close()
         return sent

@@ -30,6 +30,7 @@ class SftpConnection(SshConnection):
         from paramiko.sftp import CMD_WRITE, int64
 
         sftp = self.sftp
+        progress = self.progress
         handle_file = sftp.open(remote, "wb")
         try:
             handle = handle_file.handle
@@ -40,10 +41,15 @@ class SftpConnection(SshConnection):
                     piece = chunk[start:start + REQUEST_SIZE]
                     pending.append(sftp._async_request(type(None), CMD_WRITE, handle, int64(offset), piece))
                     offset += len(piece)
+                    progress()
                     while len(pending) > MAX_OUTSTANDING:
                         sftp._read_response(pending.popleft())
             while pending:
                 sftp._read_response(pending.popleft())
+                progress()
+        except BaseException as exc:
+            self.failed(exc)  # a stalled session is closed now: the close below then returns at once
+            raise
         finally:
             handle_file.close()
         return offset

@@ -3,10 +3,25 @@
 Host keys are checked as trollmoves 0.19 did (paramiko ``RejectPolicy``): against
 ``known_hosts`` when given, else the system's and the user's known hosts. Keys
 come from ``ssh_key_filename``/``ssh_private_key_file``, the agent, or the
-user's default keys. Every channel gets the stall ``timeout``, so a server that
-stops answering raises instead of hanging; a keepalive notices dead peers.
-Rename, remove, stat and mkdir go over SFTP for both protocols (0.19's SCP mover
-did the same).
+user's default keys. Rename, remove, stat and mkdir go over SFTP for both
+protocols (0.19's SCP mover did the same).
+
+A server that stops answering (its process frozen, the network silently
+dropping packets) fails the operation after ``timeout`` seconds without progress:
+
+* every channel gets ``timeout``, so paramiko's own waits for the send window
+  and for replies raise ``socket.timeout``;
+* on such a timeout the session's ``Transport`` is closed at once, so that the
+  clean-up that follows (closing the remote file, removing the temporary) fails
+  at once instead of waiting ``timeout`` again, and the pool drops the session;
+* the waits paramiko does not time out (a full TCP send buffer, the replies to
+  the ``exec`` and ``subsystem`` requests) are covered by one ``StallWatchdog``
+  thread per transfer service, which closes the ``Transport`` of an operation
+  without progress for ``timeout`` (+ ``STALL_MARGIN``) from its own thread;
+* ``abort()`` does the same for the pool when the service is closed, so a
+  transfer in progress ends at once.
+
+A keepalive notices dead peers of idle pooled sessions.
 """
 
 from __future__ import annotations
@@ -14,6 +29,8 @@ from __future__ import annotations
 import errno
 import logging
 import socket
+import threading
+import time
 
 from trollmoves.errors import PermanentTransferError, TransferError, TransientTransferError
 from trollmoves.movers.base import Connection, DriverCache, Mover
@@ -32,6 +49,8 @@ except ModuleNotFoundError:  # pragma: no cover - paramiko is a hard dependency
 logger = logging.getLogger(__name__)
 
 KEEPALIVE_SECONDS = 15
+STALL_MARGIN = 1.0
+"""Seconds the watchdog allows beyond ``timeout``: paramiko's own channel timeout should fire first."""
 FAST_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 """Tried first: one AEAD call per packet instead of CTR plus a separate HMAC (about 25 % faster here)."""
 
@@ -96,13 +115,80 @@ def translate_ssh_error(exc: BaseException, where: str, what: str) -> TransferEr
     return classify(exc, where, what)
 
 
+class StallWatchdog:
+    """Closes the session of an SSH operation that made no progress for its time limit.
+
+    One per transfer service (kept in its ``DriverCache``, stopped by ``close()``);
+    its thread starts with the first watched operation and sleeps on a Condition
+    until the earliest deadline. Connections push their own deadline on progress
+    (a float store, no lock); the thread is woken only when an operation starts
+    with a deadline earlier than the one it sleeps towards.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._watched: dict[SshConnection, int] = {}
+        self._wake_at: float | None = None
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def watch(self, connection: SshConnection, serial: int) -> None:
+        with self._cond:
+            if self._closed:
+                return
+            self._watched[connection] = serial
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="trollmoves-ssh-watchdog", daemon=True)
+                self._thread.start()
+            if self._wake_at is None or connection.deadline < self._wake_at:
+                self._cond.notify()
+
+    def unwatch(self, connection: SshConnection) -> None:
+        with self._cond:
+            self._watched.pop(connection, None)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._watched.clear()
+            self._cond.notify()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(5)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                if self._closed:
+                    return
+                now = time.monotonic()
+                due = [(c, serial) for c, serial in self._watched.items() if c.deadline <= now]
+                for connection, _ in due:
+                    del self._watched[connection]
+                if not due:
+                    self._wake_at = min((c.deadline for c in self._watched), default=None)
+                    self._cond.wait(None if self._wake_at is None else self._wake_at - now)
+                    self._wake_at = None
+                    continue
+            for connection, serial in due:
+                connection.stalled(serial)
+
+
 class SshConnection(Connection):
     """An SSH session; file operations over one lazily opened SFTP channel."""
 
-    def __init__(self, endpoint: Destination, options: TransferOptions, client: paramiko.SSHClient):
+    def __init__(self, endpoint: Destination, options: TransferOptions, client: paramiko.SSHClient,
+                 watchdog: StallWatchdog | None = None):
         super().__init__(endpoint, options)
         self.client = client
+        self.transport = client.get_transport()
         self._sftp: paramiko.SFTPClient | None = None
+        self._watchdog = watchdog if options.timeout > 0 else None
+        self._limit = max(options.timeout, options.connect_timeout) + STALL_MARGIN
+        self.deadline = float("inf")
+        self._serial = 0
+        self._depth = 0
+        self._broken: str | None = None
 
     @property
     def sftp(self) -> paramiko.SFTPClient:
@@ -112,7 +198,75 @@ class SshConnection(Connection):
         return self._sftp
 
     def translate(self, exc: BaseException, what: str, path: str | None = None) -> TransferError:
+        if self._broken is not None:
+            return TransientTransferError(f"{what}: {self._broken}", self.endpoint.safe_url(path), exc)
         return translate_ssh_error(exc, self.endpoint.safe_url(path), what)
+
+    # stalls --------------------------------------------------------------------------------
+    def call(self, what: str, path: str | None, function, *args):
+        """Run one operation under the watchdog; a session closed after a stall fails at once."""
+        if self._broken is not None:
+            raise TransientTransferError(f"{what}: {self._broken}", self.endpoint.safe_url(path))
+        self._watch()
+        try:
+            return function(*args)
+        except TransferError:
+            raise
+        except Exception as exc:
+            self.failed(exc)
+            raise self.translate(exc, what, path) from exc
+        finally:
+            self._unwatch()
+
+    def progress(self) -> None:
+        """Some bytes went out or a reply came in: push the watchdog's deadline."""
+        self.deadline = time.monotonic() + self._limit
+
+    def failed(self, exc: BaseException) -> None:
+        """After an error in an operation: a timed-out (stalled) session is closed at once.
+
+        Uploads call this before their own clean-up, so that closing the remote file
+        does not wait ``timeout`` again on a server that stopped answering.
+        """
+        if self._broken is not None:
+            return
+        if isinstance(exc, (socket.timeout, TimeoutError)):
+            self.abort(self._stall_reason(self.options.timeout))
+        elif paramiko is not None and isinstance(exc, paramiko.SSHException) and "timeout" in str(exc).lower():
+            # "Timeout opening channel.": the server did not answer a channel request
+            self.abort(self._stall_reason(self.options.connect_timeout))
+
+    def stalled(self, serial: int) -> None:
+        """The watchdog's verdict (its thread): close the session if that operation still runs."""
+        if serial == self._serial and self._depth:
+            logger.debug("No progress from %s for %g s: closing the session", self.endpoint.safe_url(""),
+                         self._limit)
+            self.abort(self._stall_reason(self._limit))
+
+    def abort(self, reason: str = "transfer interrupted") -> None:
+        """Close the Transport (safe from any thread): every paramiko wait on it ends at once."""
+        if self._broken is None:
+            self._broken = reason
+        try:
+            self.transport.close()
+        except Exception as err:  # noqa: BLE001 - best effort
+            logger.debug("Error aborting the SSH session to %s: %s", self.endpoint.safe_url(""), err)
+
+    @staticmethod
+    def _stall_reason(seconds: float) -> str:
+        return f"the server stopped responding (no progress for {seconds:g} s); session closed"
+
+    def _watch(self) -> None:
+        self._depth += 1
+        if self._depth == 1 and self._watchdog is not None:
+            self._serial += 1
+            self.progress()
+            self._watchdog.watch(self, self._serial)
+
+    def _unwatch(self) -> None:
+        self._depth -= 1
+        if self._depth == 0 and self._watchdog is not None:
+            self._watchdog.unwatch(self)
 
     def upload(self, source: Source, remote: str) -> int:
         """Big files (``openssh_threshold``, opt-in) go to the OpenSSH binary, the rest to ``_upload``."""
@@ -145,8 +299,7 @@ class SshConnection(Connection):
         return True
 
     def alive(self) -> bool:
-        transport = self.client.get_transport()
-        return transport is not None and transport.is_active()
+        return self._broken is None and self.transport is not None and self.transport.is_active()
 
     def close(self) -> None:
         try:
@@ -164,7 +317,8 @@ class SshMover(Mover):
     @classmethod
     def connect(cls, endpoint: Destination, options: TransferOptions,
                 cache: DriverCache | None = None) -> Connection:
-        return cls.connection_class(endpoint, options, open_client(endpoint, options))
+        watchdog = cache.get(StallWatchdog, StallWatchdog) if cache is not None else None
+        return cls.connection_class(endpoint, options, open_client(endpoint, options), watchdog)
 
     @classmethod
     def connection_settings(cls, options: TransferOptions) -> tuple:

@@ -4,7 +4,8 @@
 destination, picks the mover, tries the primary host and then each backup
 target, retries transient failures with bounded exponential backoff, delivers
 atomically over a pooled connection and returns a ``TransferResult`` (size,
-checksum, duration, destination actually used). ``close()`` closes the pool.
+checksum, duration, destination actually used). ``close()`` closes the pool and
+interrupts the transfers still running.
 
 ``move_it()`` keeps trollmoves 0.19's function for programs that import it; it
 uses a short-lived service, so it pays a connection per call, as 0.19 did.
@@ -68,6 +69,10 @@ class TransferService:
     Setting ``cancel`` makes running transfers and backoff pauses give up at
     the next chunk with a TransientTransferError. ``on_retry(scheme, error)`` is
     called at every retry, so that a daemon can count retries where they happen.
+
+    ``interrupt()`` also breaks off the uploads blocked in the network (their
+    connections are aborted); ``close()`` interrupts, sets ``cancel`` when the
+    service created it itself, and refuses further transfers.
     """
 
     def __init__(self, registry: MoverRegistry | None = None, pool: ConnectionPool | None = None,
@@ -75,7 +80,9 @@ class TransferService:
                  on_retry: Callable[[str, TransferError], None] | None = None):
         self.registry = registry or MoverRegistry()
         self.pool = pool or ConnectionPool(max_idle=max_idle)
-        self.cancel = cancel
+        self._owns_cancel = cancel is None
+        self.cancel = threading.Event() if cancel is None else cancel
+        self._closed = threading.Event()
         self.on_retry = on_retry
         self.cache = DriverCache()
 
@@ -86,7 +93,23 @@ class TransferService:
         self.close()
 
     def close(self) -> None:
+        """Close the pool and interrupt the transfers in progress (they fail soon, transiently)."""
+        self._closed.set()
+        if self._owns_cancel:
+            self.cancel.set()
         self.pool.close()
+        self.cache.close()
+
+    def interrupt(self) -> None:
+        """Abort the connections lent to running transfers; the service stays usable.
+
+        For a daemon that set ``cancel`` after its drain timeout: a transfer
+        blocked on a frozen server gives up now instead of at its timeout.
+        """
+        self.pool.interrupt()
+
+    def _stopping(self) -> bool:
+        return self._closed.is_set() or self.cancel.is_set()
 
     def stats(self) -> PoolStats:
         return self.pool.stats()
@@ -127,12 +150,13 @@ class TransferService:
 
                 try:
                     final, delivered = with_retries(attempt, policy, f"transfer of {source} to {target}",
-                                                    self.cancel, retried)
+                                                    self.cancel, retried, self._stopping)
                 except TransferError as err:
                     errors.append(err)
-                    if self.cancel is not None and self.cancel.is_set():
+                    if self._stopping():
                         break
-                    logger.warning("Transfer of %s to %s failed: %s", source, target.safe_url(""), err)
+                    logger.warning("Transfer of %s to %s failed: %s", source,
+                                   target.safe_url(mover.remote_path(target, source)), err)
                     continue
                 result = TransferResult(source, target.safe_url(final), delivered.size, delivered.checksum,
                                         time.monotonic() - started, attempts, backup_used=index > 0)
@@ -152,7 +176,7 @@ class TransferService:
                     return final, deliver(lease.connection, src, final, options)
                 except TransientTransferError:
                     lease.discard = True
-                    if not (lease.reused and fresh_retry_allowed):
+                    if not (lease.reused and fresh_retry_allowed) or self._stopping():
                         raise
                     logger.debug("Reused connection to %s failed; retrying on a new one", target.safe_url(""))
             src.rewind()
