@@ -556,7 +556,7 @@ def start_ftp(base_dir: Path | str | None = None) -> FtpServer:
     def start_once() -> FtpServer:
         port = free_port()
         argv = [sys.executable, "-m", "pyftpdlib", "-i", LOCALHOST, "-p", str(port), "-w",
-                "-d", str(root), "-u", user, "-P", password]
+                "-d", str(root), "-u", user, f"--password={password}"]  # "=": a password may start with "-"
         handle = _launch("pyftpdlib", argv, workdir, "ftp.log", None, False)
         _wait_ready(handle, LOCALHOST, [port])
         handle._remove_workdir = remove

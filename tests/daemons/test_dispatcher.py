@@ -102,7 +102,7 @@ def start_ftp_on(port: int, root, user: str, password: str) -> subprocess.Popen:
     on the same port, it plays a customer's FTP server going down and coming back."""
     root.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen([sys.executable, "-m", "pyftpdlib", "-i", "127.0.0.1", "-p", str(port), "-w",
-                             "-d", str(root), "-u", user, "-P", password],
+                             "-d", str(root), "-u", user, f"--password={password}"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     import socket
 

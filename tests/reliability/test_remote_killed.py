@@ -129,7 +129,7 @@ class FtpRemote(SftpRemote):
 
     def argv(self):
         return [sys.executable, "-m", "pyftpdlib", "-i", "127.0.0.1", "-p", str(self.first.port), "-w",
-                "-d", str(self.first.root), "-u", self.first.user, "-P", self.first.password]
+                "-d", str(self.first.root), "-u", self.first.user, f"--password={self.first.password}"]
 
 
 class S3Remote(Remote):
