@@ -1,0 +1,145 @@
+"""The floor under file-arrival latency: the bare cost of each hop our daemons must make.
+
+    python perf/macro/hops.py [--count 100]
+
+Measures, between two processes on this machine, with no trollmoves code in the way:
+inotify (a file closed -> a process blocked in poll() on its inotify descriptor wakes),
+ZeroMQ PUB -> SUB, and DEALER -> ROUTER (one 600-byte frame); and, for the watcher,
+our KernelInotifyWatcher and the pyinotify one (file closed -> callback). Each sample
+includes the way back to the measuring process (a multiprocessing queue, ~0.1 ms), so the
+figures are upper bounds of each hop. A file's arrival needs at least inotify + PUB/SUB +
+DEALER/ROUTER + the copy; perf/README.md ("Where the time goes") compares them with the
+daemons' figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import multiprocessing as mp
+import os
+import select
+import statistics
+import tempfile
+import time
+
+
+def _raw_inotify(directory: str, queue) -> None:
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    fd = libc.inotify_init1(0)
+    libc.inotify_add_watch(fd, directory.encode(), 0x8)  # IN_CLOSE_WRITE
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    queue.put("ready")
+    while True:
+        poller.poll(1000)
+        os.read(fd, 65536)
+        queue.put(time.time())
+
+
+def _watcher(directory: str, queue, kind: str) -> None:
+    from trollmoves import watching
+
+    getattr(watching, kind)(directory, lambda _path: queue.put(time.time())).start()
+    queue.put("ready")
+    time.sleep(3600)
+
+
+def _subscriber(port: int, queue) -> None:
+    import zmq
+
+    socket = zmq.Context().socket(zmq.SUB)
+    socket.connect(f"tcp://127.0.0.1:{port}")
+    socket.setsockopt(zmq.SUBSCRIBE, b"")
+    queue.put("ready")
+    while True:
+        socket.recv()
+        queue.put(time.time())
+
+
+def _router(queue, ports) -> None:
+    import zmq
+
+    socket = zmq.Context().socket(zmq.ROUTER)
+    ports.put(socket.bind_to_random_port("tcp://127.0.0.1"))
+    while True:
+        socket.recv_multipart()
+        queue.put(time.time())
+
+
+def _file_hop(count: int, target, *args) -> list[float]:
+    directory = tempfile.mkdtemp(prefix="hops-")
+    queue = mp.Queue()
+    process = mp.Process(target=target, args=(directory, queue, *args), daemon=True)
+    process.start()
+    queue.get()
+    time.sleep(0.2)
+    samples = []
+    for index in range(count):
+        started = time.time()
+        with open(os.path.join(directory, f"f{index}"), "wb") as stream:
+            stream.write(b"x" * 4096)
+        samples.append(queue.get() - started)
+        time.sleep(0.03)
+    process.kill()
+    return samples
+
+
+def _pub_sub(count: int) -> list[float]:
+    import zmq
+
+    publisher = zmq.Context.instance().socket(zmq.PUB)
+    port = publisher.bind_to_random_port("tcp://127.0.0.1")
+    queue = mp.Queue()
+    process = mp.Process(target=_subscriber, args=(port, queue), daemon=True)
+    process.start()
+    queue.get()
+    time.sleep(0.5)
+    samples = []
+    for _ in range(count):
+        started = time.time()
+        publisher.send(b"x" * 600)
+        samples.append(queue.get() - started)
+        time.sleep(0.03)
+    process.kill()
+    publisher.close(0)
+    return samples
+
+
+def _dealer_router(count: int) -> list[float]:
+    import zmq
+
+    queue, ports = mp.Queue(), mp.Queue()
+    process = mp.Process(target=_router, args=(queue, ports), daemon=True)
+    process.start()
+    dealer = zmq.Context.instance().socket(zmq.DEALER)
+    dealer.connect(f"tcp://127.0.0.1:{ports.get()}")
+    time.sleep(0.5)
+    samples = []
+    for _ in range(count):
+        started = time.time()
+        dealer.send_multipart([b"", b"y" * 600])
+        samples.append(queue.get() - started)
+        time.sleep(0.03)
+    process.kill()
+    dealer.close(0)
+    return samples
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--count", type=int, default=100)
+    count = parser.parse_args().count
+    rows = [("inotify: file closed -> poll() wakes (bare)", _file_hop(count, _raw_inotify)),
+            ("KernelInotifyWatcher: file closed -> callback", _file_hop(count, _watcher, "KernelInotifyWatcher")),
+            ("PyinotifyWatcher: file closed -> callback", _file_hop(count, _watcher, "PyinotifyWatcher")),
+            ("ZeroMQ PUB -> SUB, 600 bytes", _pub_sub(count)),
+            ("ZeroMQ DEALER -> ROUTER, 600 bytes", _dealer_router(count))]
+    for name, samples in rows:
+        samples.sort()
+        print(f"{name:50s} p50 {1e3 * statistics.median(samples):.3f} ms  "
+              f"p90 {1e3 * samples[int(0.9 * len(samples))]:.3f} ms")
+
+
+if __name__ == "__main__":
+    main()
