@@ -120,7 +120,28 @@ class _Handler(pyinotify.ProcessEvent if pyinotify else object):
         pass
 
 
-class PyinotifyWatcher:
+class _InotifyDirectoryWatcher:
+    """What both inotify watchers share: health of the watched directory, rescan on overflow.
+
+    A subclass sets ``directory``, ``on_file``, ``recursive``, ``on_overflow``,
+    ``_thread``, ``_identity`` (at start) and ``_root_gone`` (when the directory
+    itself is deleted or moved away).
+    """
+
+    def is_alive(self) -> bool:
+        """Running, and still watching the directory at that path (not a deleted one it replaced)."""
+        return (self._thread is not None and self._thread.is_alive() and not self._root_gone
+                and _identity(self.directory) == self._identity)
+
+    def _rescan(self) -> None:
+        if self.on_overflow is not None:
+            self.on_overflow()
+        else:
+            for path in scan(self.directory, self.recursive):
+                self.on_file(path)
+
+
+class PyinotifyWatcher(_InotifyDirectoryWatcher):
     """Report files closed after writing or moved in, under ``directory`` (pyinotify)."""
 
     mask = (pyinotify.IN_CLOSE_WRITE | pyinotify.IN_MOVED_TO | pyinotify.IN_CREATE | pyinotify.IN_Q_OVERFLOW
@@ -150,11 +171,6 @@ class PyinotifyWatcher:
         self._thread.start()
         return self
 
-    def is_alive(self) -> bool:
-        """Running, and still watching the directory at that path (not a deleted one it replaced)."""
-        return (self._thread is not None and self._thread.is_alive() and not self._root_gone
-                and _identity(self.directory) == self._identity)
-
     def _gone(self, path: str) -> None:
         """The watched directory itself was deleted or moved away: this watcher is dead."""
         if path is not None and os.path.normpath(path) == os.path.normpath(self.directory):
@@ -183,13 +199,6 @@ class PyinotifyWatcher:
         for file_path in scan(path, recursive=True):
             self.on_file(file_path)
 
-    def _rescan(self) -> None:
-        if self.on_overflow is not None:
-            self.on_overflow()
-        else:
-            for path in scan(self.directory, self.recursive):
-                self.on_file(path)
-
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
         if self._thread is not None:
@@ -200,7 +209,7 @@ class PyinotifyWatcher:
             pass
 
 
-class KernelInotifyWatcher:
+class KernelInotifyWatcher(_InotifyDirectoryWatcher):
     """Report files closed after writing or moved in, reading the kernel's inotify queue directly.
 
     Why not pyinotify here: its per-event Python work (event objects, path
@@ -243,13 +252,17 @@ class KernelInotifyWatcher:
         self._identity = _identity(self.directory)
         self._root_wd = self._add_watch(self.directory, fatal=True)
         if self.recursive:
-            for root, dirs, _files in os.walk(self.directory):
-                dirs[:] = [d for d in dirs if not d.startswith(".")]
-                for name in dirs:
-                    self._add_watch(os.path.join(root, name), fatal=False)
+            self._watch_below(self.directory)
         self._thread = threading.Thread(target=self._run, name=f"watch:{self.directory}", daemon=True)
         self._thread.start()
         return self
+
+    def _watch_below(self, path: str) -> None:
+        """Watch every (non-hidden) directory under ``path``."""
+        for root, dirs, _files in os.walk(path):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            for name in dirs:
+                self._add_watch(os.path.join(root, name), fatal=False)
 
     def _add_watch(self, path: str, fatal: bool) -> int:
         wd = _libc().inotify_add_watch(self._fd, os.fsencode(path), self._FLAGS)
@@ -262,11 +275,6 @@ class KernelInotifyWatcher:
             return wd
         self._paths[wd] = path
         return wd
-
-    def is_alive(self) -> bool:
-        """Running, and still watching the directory at that path (not a deleted one it replaced)."""
-        return (self._thread is not None and self._thread.is_alive() and not self._root_gone
-                and _identity(self.directory) == self._identity)
 
     def _run(self) -> None:
         poller = select.poll()
@@ -316,18 +324,10 @@ class KernelInotifyWatcher:
         if not self.recursive or os.path.basename(path).startswith("."):
             return
         # watch first, then scan: a file written between the two is reported twice, never missed
-        for root, dirs, _files in os.walk(path):
-            dirs[:] = [d for d in dirs if not d.startswith(".")]
-            self._add_watch(root, fatal=False)
+        self._add_watch(path, fatal=False)
+        self._watch_below(path)
         for file_path in scan(path, recursive=True):
             self.on_file(file_path)
-
-    def _rescan(self) -> None:
-        if self.on_overflow is not None:
-            self.on_overflow()
-        else:
-            for path in scan(self.directory, self.recursive):
-                self.on_file(path)
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
