@@ -405,8 +405,8 @@ class FollowedChain:
             self.workers.submit(self.fetch, key)
         # Recorded after the hand-off, so the commit runs while the worker sends the request; a
         # kill before it lands loses nothing: the server's catch-up offers the file again.
-        self.state.add_pending_unless_handled(chain.name, key, {"subject": message.subject, "type": message.type,
-                                                                "data": jsonable(message.data)})
+        self.state.add_pending(chain.name, key, {"subject": message.subject, "type": message.type,
+                                                 "data": jsonable(message.data)})
         return True
 
     def _note_provider(self, request_address: str) -> None:

@@ -98,15 +98,7 @@ class StateStore:
 
     def mark_handled(self, chain: str, key: str, uids: Iterable[str]) -> None:
         """Record a file as handled and drop its pending entry, in one transaction."""
-        with self._lock:
-            self._db.execute("BEGIN")
-            self._db.execute("INSERT OR REPLACE INTO handled VALUES (?, ?, ?, ?)",
-                             (chain, key, json.dumps(sorted(uids)), time.time()))
-            self._db.execute("DELETE FROM pending WHERE chain=? AND key=?", (chain, key))
-            self._db.execute("COMMIT")
-            self._writes += 1
-            if self._writes % 1000 == 0:
-                self._prune_locked()
+        self.mark_handled_with_outbox(chain, key, uids, [])
 
     def mark_handled_with_outbox(self, chain: str, key: str, uids: Iterable[str],
                                  messages: list[dict[str, Any]]) -> list[int]:
@@ -148,11 +140,7 @@ class StateStore:
 
     # pending requests -----------------------------------------------------------------------------
     def add_pending(self, chain: str, key: str, payload: dict[str, Any]) -> None:
-        self._execute("INSERT OR REPLACE INTO pending VALUES (?, ?, ?, ?)",
-                      (chain, key, json.dumps(payload, default=str), time.time()))
-
-    def add_pending_unless_handled(self, chain: str, key: str, payload: dict[str, Any]) -> None:
-        """``add_pending`` that does nothing once the file is handled.
+        """Record a requested file, unless it is handled already.
 
         The client records a pending request after handing it to a worker (the
         commit is off the file's path); a worker that finished first has already
