@@ -97,6 +97,7 @@ class MirroredChain(ServedChain):
         self._upstream_ready = threading.Event()
         self._recorded = 0
         self.periodic_catch_up = PERIODIC_CATCH_UP
+        self._last_periodic = time.monotonic()
 
     def start(self) -> None:
         self.metrics.init_chain(self.chain.name)
@@ -303,11 +304,7 @@ class MirroredChain(ServedChain):
         files are skipped by path, so this costs one small request per upstream.
         """
         now = time.monotonic()
-        last = getattr(self, "_last_periodic", None)
-        if last is None:
-            self._last_periodic = now
-            return
-        if now - last < self.periodic_catch_up:
+        if now - self._last_periodic < self.periodic_catch_up:
             return
         self._last_periodic = now
         since = time.time() - self.periodic_catch_up - CATCH_UP_MARGIN

@@ -321,11 +321,7 @@ class ServedChain:
         if self.server.options.backlog:
             if existing:
                 logger.info("Chain %s: announcing %d files already present", self.chain.name, len(existing))
-            settled, recent = split_recent(existing, BACKLOG_SETTLE)
-            for path in settled:
-                self.enqueue(path)
-            if recent:
-                self._spawn(lambda: self._announce_when_settled(recent), f"backlog-settle:{self.chain.name}")
+            self._enqueue_settled(existing)
         else:
             for path in existing:
                 self._remember_silently(path)
@@ -346,11 +342,15 @@ class ServedChain:
 
     def rescan(self) -> None:
         """After an inotify overflow: every file again (announced ones are skipped by their stamp)."""
-        settled, recent = split_recent(scan(self.matcher.directory, self.recursive), BACKLOG_SETTLE)
+        self._enqueue_settled(scan(self.matcher.directory, self.recursive))
+
+    def _enqueue_settled(self, paths: list[str]) -> None:
+        """Queue files found by a scan; those modified within BACKLOG_SETTLE s only once they stay unchanged."""
+        settled, recent = split_recent(paths, BACKLOG_SETTLE)
         for path in settled:
             self.enqueue(path)
         if recent:
-            self._spawn(lambda: self._announce_when_settled(recent), f"rescan-settle:{self.chain.name}")
+            self._spawn(lambda: self._announce_when_settled(recent), f"settle:{self.chain.name}")
 
     def healthy(self) -> bool:
         return self.matcher is None or (self.watcher is not None and self.watcher.is_alive())
