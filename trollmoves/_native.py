@@ -151,14 +151,20 @@ def _iso_candidate(value: str) -> bool:
     return len(value) >= 7 and value[:4].isdigit()
 
 
+def _as_datetime(value: str) -> object:
+    """``value`` as a datetime if it reads as one (ISO), else unchanged."""
+    if _iso_candidate(value):
+        try:
+            return _datetime.fromisoformat(value)
+        except ValueError:
+            pass
+    return value
+
+
 def _convert_list(items: list) -> None:
     for index, value in enumerate(items):
         if type(value) is str:
-            if _iso_candidate(value):
-                try:
-                    items[index] = _datetime.fromisoformat(value)
-                except ValueError:
-                    pass
+            items[index] = _as_datetime(value)
         elif type(value) is list:
             _convert_list(value)
 
@@ -167,11 +173,8 @@ def iso_object_hook(obj: dict) -> dict:
     """posttroll's datetime_decoder for one JSON object, keeping uid/uri strings."""
     for key, value in obj.items():
         if type(value) is str:
-            if _iso_candidate(value) and key != "uid" and key != "uri":
-                try:
-                    obj[key] = _datetime.fromisoformat(value)
-                except ValueError:
-                    pass
+            if key != "uid" and key != "uri":
+                obj[key] = _as_datetime(value)
         elif type(value) is list:
             _convert_list(value)
     return obj
