@@ -67,6 +67,17 @@ def _router(queue, ports) -> None:
         queue.put(time.time())
 
 
+def _time_hops(count: int, act, queue) -> list[float]:
+    """``count`` times: do ``act()``, wait for the other process to report the time it saw it."""
+    samples = []
+    for _ in range(count):
+        started = time.time()
+        act()
+        samples.append(queue.get() - started)
+        time.sleep(0.03)
+    return samples
+
+
 def _file_hop(count: int, target, *args) -> list[float]:
     directory = tempfile.mkdtemp(prefix="hops-")
     queue = mp.Queue()
@@ -74,13 +85,13 @@ def _file_hop(count: int, target, *args) -> list[float]:
     process.start()
     queue.get()
     time.sleep(0.2)
-    samples = []
-    for index in range(count):
-        started = time.time()
-        with open(os.path.join(directory, f"f{index}"), "wb") as stream:
+    names = iter(range(count))
+
+    def write_file():
+        with open(os.path.join(directory, f"f{next(names)}"), "wb") as stream:
             stream.write(b"x" * 4096)
-        samples.append(queue.get() - started)
-        time.sleep(0.03)
+
+    samples = _time_hops(count, write_file, queue)
     process.kill()
     return samples
 
@@ -95,12 +106,7 @@ def _pub_sub(count: int) -> list[float]:
     process.start()
     queue.get()
     time.sleep(0.5)
-    samples = []
-    for _ in range(count):
-        started = time.time()
-        publisher.send(b"x" * 600)
-        samples.append(queue.get() - started)
-        time.sleep(0.03)
+    samples = _time_hops(count, lambda: publisher.send(b"x" * 600), queue)
     process.kill()
     publisher.close(0)
     return samples
@@ -115,12 +121,7 @@ def _dealer_router(count: int) -> list[float]:
     dealer = zmq.Context.instance().socket(zmq.DEALER)
     dealer.connect(f"tcp://127.0.0.1:{ports.get()}")
     time.sleep(0.5)
-    samples = []
-    for _ in range(count):
-        started = time.time()
-        dealer.send_multipart([b"", b"y" * 600])
-        samples.append(queue.get() - started)
-        time.sleep(0.03)
+    samples = _time_hops(count, lambda: dealer.send_multipart([b"", b"y" * 600]), queue)
     process.kill()
     dealer.close(0)
     return samples

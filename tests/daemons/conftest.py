@@ -160,16 +160,21 @@ class DaemonProcess:
     def stop(self, timeout: float = 15.0) -> int | None:
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        terminate(self.proc, timeout)
         if self._log:
             self._log.close()
         return self.proc.returncode
+
+
+def terminate(proc: subprocess.Popen, timeout: float, kill_wait: float = 5.0) -> None:
+    """SIGTERM a running process and wait ``timeout`` s for it; SIGKILL it if it is still there."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(kill_wait)
 
 
 def script(name: str) -> str:
