@@ -74,8 +74,19 @@ def compose_destination(template: str | Composer, data: dict, login: str | None)
     if login:
         user_info = login
     netloc = f"{user_info}@{host}" if user_info else host
-    with_login = urlunsplit((scheme, netloc, parts.path, parts.query, parts.fragment))
+    path = as_directory(parts.path)
+    with_login = urlunsplit((scheme, netloc, path, parts.query, parts.fragment))
     return with_login, strip_password(with_login)
+
+
+def as_directory(path: str) -> str:
+    """A client destination always names a directory, as in 0.19: ``/data/in/sub`` is ``/data/in/sub/``.
+
+    0.19's client creates the whole path and publishes ``join(path, uid)``; a server told
+    ``/data/in/sub`` without the slash would write every file *as* ``sub``. The slash makes every
+    server, ours or 0.19's, and every scheme (S3 included) deliver ``sub/<uid>``.
+    """
+    return path if not path or path.endswith("/") else path + "/"
 
 
 def is_local_host(host: str | None) -> bool:
@@ -111,14 +122,14 @@ def make_uri(destination: str, uid: str) -> str:
 
 
 def local_directory(destination: str, ftp_root: str) -> str | None:
-    """The local directory a destination lands in (``ftp_root`` + path), or None for S3."""
+    """The local directory a destination lands in (``ftp_root`` + the whole path), or None for S3.
+
+    The whole path, as 0.19's ``create_local_dir``: the destination names a directory.
+    """
     parts = urlsplit(destination)
     if parts.scheme == "s3":
         return None
-    path = parts.path
-    if not path.endswith("/"):
-        path = os.path.dirname(path)
-    return os.path.join(ftp_root, path.lstrip("/"))
+    return os.path.join(ftp_root, parts.path.lstrip("/"))
 
 
 def replace_metadata(data: dict, replacements: dict[str, str]) -> None:

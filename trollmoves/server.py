@@ -37,7 +37,7 @@ from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from trollmoves import messaging
 from trollmoves.chains import reload_chains
@@ -99,6 +99,22 @@ def clean_destination(data: dict) -> dict:
     if "destination" in reply and isinstance(reply["destination"], str):
         reply["destination"] = clean_url(reply["destination"])
     return reply
+
+
+def push_directory(destination: str, rel_path: str | None) -> str:
+    """The destination of a push without ``path``: it names a directory, the file keeps its name.
+
+    0.19's clients always publish ``join(destination path, uid)`` as the received file's URI
+    (and create that directory first); a destination without a trailing slash written *as* the
+    file would overwrite itself with every file and leave those URIs pointing at nothing. With
+    a ``path`` (relative path) in the request the joined path names the file, as in 0.19.
+    """
+    if rel_path:
+        return destination
+    parts = urlsplit(destination)
+    if not parts.path or parts.path.endswith("/"):
+        return destination
+    return urlunsplit(parts._replace(path=parts.path + "/"))
 
 
 def uptime_text(started: float) -> str:
@@ -686,7 +702,9 @@ class ServedChain:
                 return self._refuse(message, path, refusal)
             paths.append((path, entry))
         for path, entry in paths:
-            error = self._transfer_once(path, destination, entry.get("path"), data.get("backup_targets"))
+            rel_path = entry.get("path")
+            error = self._transfer_once(path, push_directory(destination, rel_path), rel_path,
+                                        data.get("backup_targets"))
             if error:
                 return messaging.make_message(message.subject, "err", error)
         return messaging.make_message(message.subject, reply_type(data, message.type), clean_destination(data))

@@ -101,6 +101,48 @@ def test_local_transfer_messages_and_bytes(dirs):
     assert len(seen.finals()) == 3, "each file announced once to the client's subscribers"
 
 
+@pytest.mark.parametrize("create_target_directory", ["True", "False"])
+def test_destination_without_trailing_slash_names_a_directory(dirs, create_target_directory):
+    """0.19's client destination always names a directory: ``.../sub/deeper`` receives ``sub/deeper/<uid>``.
+
+    Nothing of ``sub/`` exists beforehand; each published ``uri`` must name an identical existing file.
+    """
+    server = new_server(dirs)
+    target = dirs["dst"] / "sub" / "deeper"
+    with running(server):
+        client = Client(client_config(dirs, server.publisher.port, f"file://{target}",
+                                      extra=f"create_target_directory = {create_target_directory}"),
+                        state=StateStore(None))
+        with running(client), Collector([f"tcp://127.0.0.1:{client.chains['chain'].publisher.port}"],
+                                        "/test") as seen:
+            sources = drop(dirs, 5)
+            wait_for(lambda: len(seen.finals()) == 5, what="five final messages")
+    delivered = sorted(str(p.relative_to(dirs["dst"])) for p in dirs["dst"].rglob("*") if p.is_file())
+    assert delivered == sorted(f"sub/deeper/{os.path.basename(p)}" for p in sources)
+    for path in sources:
+        assert sha256(str(target / os.path.basename(path))) == sha256(path)
+    for final in seen.finals():
+        assert final.data["uri"] == str(target / final.data["uid"])
+        assert sha256(final.data["uri"]) == sha256(str(dirs["src"] / final.data["uid"]))
+
+
+def test_our_server_delivers_into_a_destination_directory_sent_without_slash(dirs):
+    """A 0.19 client sends ``file://host/dir`` (no slash) after creating ``dir``: the file goes inside."""
+    server = new_server(dirs)
+    target = dirs["dst"] / "plain"
+    target.mkdir()
+    with running(server), Collector([f"tcp://127.0.0.1:{server.publisher.port}"], "/test") as seen:
+        time.sleep(0.3)
+        source = drop(dirs, 1)[0]
+        wait_for(lambda: seen.of_type("file"), what="the announcement")
+        request = messaging.Requester(server.request_address(server.config.chains[0]))
+        data = {"uri": source, "uid": os.path.basename(source), "destination": f"file://localhost{target}"}
+        reply = request.request(messaging.make_message("/test/files", "push", data), timeout=10)
+    assert reply.type == "file", reply.data
+    assert sha256(str(target / os.path.basename(source))) == sha256(source)
+    assert reply.data["destination"] == f"file://localhost{target}"
+
+
 def test_sftp_destination(dirs, sshd_server):
     extra = (f"connection_parameters__ssh_private_key_file = {sshd_server.client_key}\n"
              f"        connection_parameters__known_hosts = {sshd_server.known_hosts}")
