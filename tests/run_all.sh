@@ -27,6 +27,13 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 # The Debian prometheus package starts a service where systemd runs; tests start their own.
 
+# Each daemon chain holds one inotify instance; the compatibility suite runs many daemons (ours
+# and 0.19's) at once, past the kernel's default of 128 instances per user.
+if [ "$(cat /proc/sys/fs/inotify/max_user_instances 2>/dev/null || echo 1024)" -lt 1024 ]; then
+    $SUDO sysctl -q -w fs.inotify.max_user_instances=1024 || \
+        echo "== warning: could not raise fs.inotify.max_user_instances; tests/compat may fail to watch"
+fi
+
 echo "== installing trollmoves with its test extras"
 $PYTHON -m pip install --quiet --disable-pip-version-check -c tests/constraints.txt -e ".[test,s3]"
 

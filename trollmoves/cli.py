@@ -44,7 +44,13 @@ def _add_metrics_options(parser: argparse.ArgumentParser) -> None:
                        help="address for /metrics (default 127.0.0.1; config: [trollmoves] metrics_address)")
 
 
-def _server_parser(prog: str, default_port: int | None, description: str) -> argparse.ArgumentParser:
+def _server_parser(prog: str, default_port: int | None, description: str,
+                   watches: bool = True) -> argparse.ArgumentParser:
+    """Options of the server, move_it and mirror programs.
+
+    ``watches`` False (the mirror): no directory-watching options. The mirror watches no
+    directory, and 0.19's move_it_mirror.py had none of them: refused by argparse, as there.
+    """
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("config_file", help="INI (or TOML) file, one section per chain")
     port_help = ("port of the publisher that announces files" +
@@ -52,6 +58,14 @@ def _server_parser(prog: str, default_port: int | None, description: str) -> arg
     parser.add_argument("-p", "--port", type=int, default=default_port, help=port_help)
     parser.add_argument("--publish-address", default="*", metavar="ADDR",
                         help="address the publisher binds to (default: all interfaces, as the original)")
+    if watches:
+        _add_watching_options(parser)
+    _add_logging_options(parser)
+    _add_metrics_options(parser)
+    return parser
+
+
+def _add_watching_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--disable-backlog", action="store_true",
                         help="do not announce the files already present at start or reload")
     parser.add_argument("-w", "--watchdog", action="store_true",
@@ -61,9 +75,6 @@ def _server_parser(prog: str, default_port: int | None, description: str) -> arg
                         help="how often chains are checked and dead watchers restarted (default 30)")
     parser.add_argument("--max-notifier-restarts", type=int, default=10, metavar="N",
                         help="give up after N consecutive watcher restarts of a chain; 0 = never (default 10)")
-    _add_logging_options(parser)
-    _add_metrics_options(parser)
-    return parser
 
 
 def _client_parser(prog: str) -> argparse.ArgumentParser:
@@ -130,12 +141,13 @@ def _run(kind: str, name: str, args: argparse.Namespace, build: Callable) -> int
     failed = _start_logging(args)
     if failed is not None:
         return failed
-    log_start(name)
     try:
         cfg = load_config(args.config_file, kind)
     except ConfigError as exc:
+        log_start(name)
         logger.critical("Cannot start %s: %s", name, exc)
         return EXIT_CONFIG
+    log_start(name, cfg.daemon.log_implementation)
     service = build(cfg, args)
     try:
         metrics = _start_metrics(cfg, args, service, name)
@@ -187,15 +199,16 @@ def _build_mirror(cfg, args):
     from trollmoves.mirror import Mirror, ServerOptions
 
     return Mirror(cfg, ServerOptions(publish_port=args.port if args.port is not None else 9010,
-                                     publish_address=args.publish_address, backlog=False,
-                                     polling=args.watchdog))
+                                     publish_address=args.publish_address, backlog=False))
 
 
 def _build_move_it(cfg, args):
     from trollmoves.move_it import MoveIt, MoveItOptions
 
     return MoveIt(cfg, MoveItOptions(publish_port=args.port, publish_address=args.publish_address,
-                                     backlog=not args.disable_backlog, polling=args.watchdog))
+                                     backlog=not args.disable_backlog, polling=args.watchdog,
+                                     chain_check_interval=args.chain_check_interval,
+                                     max_notifier_restarts=args.max_notifier_restarts))
 
 
 def _build_dispatcher(cfg, args):
@@ -206,8 +219,11 @@ def _build_dispatcher(cfg, args):
 
 
 def _build_s3downloader(cfg, args):
-    from trollmoves.s3downloader import S3Downloader, S3DownloaderOptions
+    from trollmoves.config import thaw
+    from trollmoves.s3downloader import S3Downloader, S3DownloaderOptions, apply_logging
 
+    if not args.log_config:  # the config's `logging` keys, as 0.19 read them
+        apply_logging(thaw(cfg.chains[0].logging), args.log, args.verbose)
     return S3Downloader(cfg, S3DownloaderOptions(subscribe_nameserver=args.subscribe_nameserver,
                                                  publish_nameservers=args.nameservers))
 
@@ -228,7 +244,7 @@ def _parser_for(kind: str, prog: str) -> argparse.ArgumentParser:
                                           "the clients that request them.")
     if kind == "mirror":
         return _server_parser(prog, 9010, "Relay announcements and files between networks: a client toward the "
-                                          "providers, a server toward its own clients.")
+                                          "providers, a server toward its own clients.", watches=False)
     if kind == "move_it":
         return _server_parser(prog, None, "Watch directories and copy each new file to every destination.")
     if kind == "client":

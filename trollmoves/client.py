@@ -28,7 +28,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from trollsift import compose
 
@@ -36,6 +36,7 @@ from trollmoves import messaging
 from trollmoves.chains import reload_chains
 from trollmoves.config import ClientChain, Config
 from trollmoves.matching import Composer
+from trollmoves.movers.checksum import file_checksum
 from trollmoves.errors import MessageDecodeError, RequestError
 from trollmoves.metrics import Metrics, message_type_label, scheme_label
 from trollmoves.redact import strip_password
@@ -72,11 +73,25 @@ def compose_destination(template: str | Composer, data: dict, login: str | None)
         host = socket.gethostname()
     user_info = parts.netloc.rsplit("@", 1)[0] if "@" in parts.netloc else ""
     if login:
-        user_info = login
+        user_info = quote_login(login)
     netloc = f"{user_info}@{host}" if user_info else host
     path = as_directory(parts.path)
     with_login = urlunsplit((scheme, netloc, path, parts.query, parts.fragment))
     return with_login, strip_password(with_login)
+
+
+def quote_login(login: str) -> str:
+    """``user[:password]`` percent-encoded for a URL's user-info.
+
+    A password holding ``@``, ``/``, ``#``, ``?`` or ``%`` would otherwise end the user-info
+    early: the server would log in with part of it and take the rest for the host or path
+    (and a log line would show it). The movers' ``parse_destination`` unquotes both parts.
+    ``:`` and RFC 3986's other user-info characters stay as written, so that a trollmoves 0.19
+    server, which does not unquote, still gets such passwords right.
+    """
+    user, colon, password = login.partition(":")
+    quoted = quote(user, safe="!$&'()*+,;=")
+    return quoted + colon + quote(password, safe="!$&'()*+,;=:") if colon else quoted
 
 
 def as_directory(path: str) -> str:
@@ -130,6 +145,39 @@ def local_directory(destination: str, ftp_root: str) -> str | None:
     if parts.scheme == "s3":
         return None
     return os.path.join(ftp_root, parts.path.lstrip("/"))
+
+
+def verify_arrival(data: dict, destination: str, ftp_root: str, method: str) -> str | None:
+    """Check each delivered file on this host against its announced checksum: the mismatch, or None.
+
+    The client's ``checksum`` key (default xxh3_128; ``none`` switches verification off) names
+    the method it verifies with: an announcement carrying a checksum of that method (our
+    servers' default) is verified on arrival when the destination is on this host (``file://``,
+    or FTP/SFTP/SCP to a local name, under ``ftp_root`` for FTP). A corrupt copy is removed so
+    that it is never taken for the file; announcements from 0.19 servers carry no checksum.
+    """
+    if not method or method == "none":
+        return None
+    parts = urlsplit(destination)
+    if parts.scheme not in ("", "file") and (parts.scheme == "s3" or not is_local_host(parts.hostname)):
+        return None
+    root = ftp_root if parts.scheme == "ftp" else "/"
+    for entry in messaging.entries_with(data, "uid"):
+        announced = entry.get("checksum")
+        if not isinstance(announced, dict) or announced.get("method") != method:
+            continue
+        path = os.path.join(root, os.path.join(parts.path, str(entry["uid"])).lstrip("/"))
+        try:
+            found = file_checksum(path, method).value
+        except OSError as exc:
+            return f"cannot verify {path}: {exc.strerror or exc}"
+        if found != announced.get("value"):
+            try:
+                os.remove(path)
+            except OSError:
+                pass
+            return f"{path} arrived with {method} {found}, announced {announced.get('value')} (copy removed)"
+    return None
 
 
 def replace_metadata(data: dict, replacements: dict[str, str]) -> None:
@@ -494,7 +542,7 @@ class FollowedChain:
 
     def _request_push(self, source: messaging.Message) -> tuple[messaging.Message, messaging.Message] | None:
         chain = self.chain
-        data = dict(source.data)
+        data = self.with_backup_targets(source.data)
         try:
             destination, public_destination = compose_destination(self.composer, data, chain.login)
         except (KeyError, ValueError) as exc:
@@ -510,8 +558,6 @@ class FollowedChain:
                     logger.warning("Chain %s: cannot create %s: %s", chain.name, directory, exc.strerror)
         request_data = dict(data)
         request_data["destination"] = destination
-        if chain.backup_targets:
-            request_data["backup_targets"] = list(chain.backup_targets)
         public = dict(data)
         public["destination"] = public_destination
         self._publish(messaging.make_message(source.subject, "push", public))
@@ -537,6 +583,12 @@ class FollowedChain:
             self.metrics.transfers_failed.labels(chain.name, scheme, "refused" if "not reachable" in
                                                  str(reply.data) else "error").inc()
             return None
+        mismatch = verify_arrival(data, public_destination, chain.ftp_root, chain.checksum)
+        if mismatch:
+            logger.error("Chain %s: %s from %s: %s; the file stays pending and is requested again",
+                         chain.name, ", ".join(collect_uids(data)), request_address, mismatch)
+            self.metrics.transfers_failed.labels(chain.name, scheme, "checksum").inc()
+            return None
         duration = time.monotonic() - started
         self.metrics.transfers_succeeded.labels(chain.name, scheme).inc()
         self.metrics.transfer_duration.labels(chain.name, scheme).observe(duration)
@@ -549,7 +601,7 @@ class FollowedChain:
 
     def _finish(self, entry: Pending, source: messaging.Message, reply: messaging.Message) -> None:
         chain = self.chain
-        messages = [messaging.make_message(source.subject, "ack", dict(source.data))]
+        messages = [messaging.make_message(source.subject, "ack", self.with_backup_targets(source.data))]
         final_type, final_data = self.local_message(source, reply)
         if final_data is not None:
             messages.append(messaging.make_message(source.subject, final_type, final_data))
@@ -570,6 +622,14 @@ class FollowedChain:
             if other is not source:
                 self.send_ack(other)
 
+    def with_backup_targets(self, data: dict) -> dict:
+        """A copy of announcement data with the chain's ``backup_targets``: 0.19 adds them to the message itself,
+        so its published ``push``, ``ack`` and final messages all carry them (and the server gets them)."""
+        data = dict(data)
+        if self.chain.backup_targets:
+            data["backup_targets"] = list(self.chain.backup_targets)
+        return data
+
     def local_message(self, source: messaging.Message, reply: messaging.Message) -> tuple[str, dict | None]:
         """The final message: URIs at the destination, ``origin`` = the server, unpacked if configured."""
         chain = self.chain
@@ -577,7 +637,8 @@ class FollowedChain:
         destination = data.pop("destination", None) or compose_destination(self.composer, source.data, None)[1]
         destination = strip_password(destination)
         origin = data.pop("request_address", None) or source.data.get("request_address")
-        data.pop("backup_targets", None)
+        if not chain.backup_targets:
+            data.pop("backup_targets", None)
         atype = reply.type if reply.type in ("file", "dataset", "collection") else source.type
         entries = _uri_entries(data)
         for entry in entries:

@@ -334,9 +334,11 @@ to_checksum = _choice(*CHECKSUM_METHODS, aliases={"xxh128": "xxh3_128", "xxh3": 
 
 
 def to_login(value: Any) -> str:
+    """``user[:password]``; the password may hold any character (``@``, ``/``, ``:``, ``#``...): the client
+    percent-encodes both parts when it puts them into the destination URL it sends the server."""
     text = to_nonempty_str(value)
-    if "@" in text or "/" in text:
-        raise Invalid("expected user[:password]")
+    if not text.partition(":")[0]:
+        raise Invalid("expected user[:password] with a non-empty user")
     return text
 
 
@@ -371,6 +373,65 @@ def key(conv: Callable[[Any], Any], default: Any = None, *, required: bool = Fal
     if isinstance(default, Mapping):
         return field(default_factory=lambda: default, metadata=meta)
     return field(default=default, metadata=meta)
+
+
+def derived(doc: str) -> Any:
+    """A field computed at load from other keys (not a key of the file): typed transfer options."""
+    return field(default=None, repr=False, compare=False, metadata={"derived": True, "doc": doc})
+
+
+def _is_key(fld: dataclasses.Field) -> bool:
+    return not fld.metadata.get("derived")
+
+
+REFUSED_KEYS: Mapping[str, Mapping[str, str]] = MappingProxyType({
+    kind: MappingProxyType({}) for kind in KINDS
+})
+"""Keys of 0.19 that this implementation decides not to honour, per kind, with the reason: a file that
+sets one is refused at load (``file [section] key: not supported by this implementation: <why>``)
+instead of having the key parsed and silently ignored. Empty today: every key is honoured."""
+
+
+_NO_REQUESTS = "a server sends no requests (0.19 sets it and never uses it either)"
+_SERVER_IGNORED = MappingProxyType({
+    "publisher_port": "the publisher port is the -p option (0.19 ignores this key too)",
+    "req_timeout": _NO_REQUESTS,
+    "transfer_req_timeout": _NO_REQUESTS,
+})
+IGNORED_AS_IN_019: Mapping[str, Mapping[str, str]] = MappingProxyType({
+    "server": _SERVER_IGNORED,
+    "mirror": _SERVER_IGNORED,
+    "client": MappingProxyType({
+        "working_directory": "files are unpacked beside the destination (0.19's client never uses it either)",
+    }),
+    "move_it": MappingProxyType({
+        "publisher_port": "the publisher port is the -p option (0.19 ignores this key too)",
+        "req_timeout": "move_it sends no requests (0.19 never uses it either)",
+        "transfer_req_timeout": "move_it sends no requests (0.19 never uses it either)",
+        "station": "move_it answers no ping requests (0.19's move_it neither)",
+        "remove_delay": "move_it deletes a file (delete = true) once every destination has it, as 0.19 does",
+    }),
+})
+"""Keys 0.19 reads for a kind and then never uses: accepted so that 0.19 files keep loading, but never
+silently: each is a WARNING at load saying why it does nothing (an error with check-config --strict)."""
+
+
+def _warn_ignored(kind: str, section: str, keys: Any, report: _Report) -> None:
+    ignored = IGNORED_AS_IN_019.get(kind, {})
+    for name in keys:
+        if name in ignored:
+            report.warn(section, name, f"ignored by a {kind}: {ignored[name]}")
+
+
+def _refuse(kind: str, section: str | None, keys: Any, report: _Report) -> bool:
+    """Report each refused key present; True when there was none."""
+    refused = REFUSED_KEYS.get(kind, {})
+    ok = True
+    for name in keys:
+        if name in refused:
+            report.error(section, name, f"not supported by this implementation: {refused[name]}")
+            ok = False
+    return ok
 
 
 def _redacted_repr(self: Any) -> str:
@@ -433,11 +494,12 @@ class ServerChain:
     compression: str | bool = key(to_server_compression, False, doc="xrit or bzip: decompress before announcing")
     prog: str = key(to_nonempty_str, "./xRITDecompress", doc="decompressor for compression = xrit")
     working_directory: str | None = key(to_nonempty_str, doc="where decompressed files are written")
-    unpack: str | None = key(to_nonempty_str, doc="standalone mode: announce archive members (tar, zip)")
+    unpack: str | None = key(_choice("tar", "zip"), doc="standalone mode: announce archive members (tar, zip)")
     watchdog_timeout: float = key(to_nonneg_float, 1.0, doc="polling interval with -w")
     origin_inotify_base_dir_skip_levels: int | None = key(
         to_int, doc="number of trailing directory levels of origin created later (watched from above)")
     connection_parameters: Mapping[str, Any] = key(lambda v: v, EMPTY_MAPPING, doc="options passed to movers")
+    transfer_options: Any = derived("connection_parameters (and checksum) typed: what the movers receive")
     services: tuple[str, ...] = key(to_list, (), doc="listen chains: posttroll services")
     topics: tuple[str, ...] = key(to_list, (), doc="listen chains: topics (default: listen)")
     addr_listener: bool = key(to_bool, True)
@@ -456,6 +518,11 @@ class ServerChain:
                                             "(zmq certificate with the secret key); requires curve_clients_directory")
     curve_clients_directory: str | None = key(to_existing_dir, doc="CURVE: public keys of the clients allowed to "
                                               "send requests")
+
+    def __post_init__(self) -> None:
+        """A chain built in code, not loaded from a file, gets its typed transfer options here."""
+        if self.transfer_options is None:
+            object.__setattr__(self, "transfer_options", _options_of(self.connection_parameters, self.checksum))
 
 
 @dataclass(frozen=True)
@@ -529,6 +596,7 @@ class MoveItChain:
     delete: bool = key(to_bool, False)
     watchdog_timeout: float = key(to_nonneg_float, 1.0)
     connection_parameters: Mapping[str, Any] = key(lambda v: v, EMPTY_MAPPING)
+    transfer_options: Any = derived("connection_parameters (and checksum) typed: what the movers receive")
     publish_port: int = key(to_port, 0)
     publisher_port: int | None = key(to_port)
     remove_delay: float = key(to_nonneg_float, 30.0)
@@ -536,6 +604,8 @@ class MoveItChain:
     transfer_req_timeout: float = key(to_nonneg_float, 10.0)
     station: str = key(to_str, "unknown")
     checksum: str = key(to_checksum, "xxh3_128")
+
+    __post_init__ = ServerChain.__post_init__
 
 
 CHAIN_CLASSES: dict[str, type] = {
@@ -613,7 +683,7 @@ def _convert_fields(cls: type, section: str | None, raw: Mapping[str, Any], repo
     values: dict[str, Any] = {}
     ok = True
     for fld in dataclasses.fields(cls):
-        if fld.name in ("name",):
+        if fld.name in ("name",) or not _is_key(fld):
             continue
         if fld.name in raw:
             value = raw[fld.name]
@@ -633,11 +703,11 @@ def _convert_fields(cls: type, section: str | None, raw: Mapping[str, Any], repo
 
 
 def _known_keys(cls: type) -> set[str]:
-    return {fld.name for fld in dataclasses.fields(cls)}
+    return {fld.name for fld in dataclasses.fields(cls) if _is_key(fld)}
 
 
 def _nested(raw: Mapping[str, Any], section: str, report: _Report) -> dict[str, Any]:
-    """Fold ``a__b__c = v`` keys into nested dicts, converting true/false/0/1 as the original does."""
+    """Fold ``a__b__c = v`` keys into nested dicts, values as written (see ``_ini_scalars``)."""
     out: dict[str, Any] = {}
     for name, value in raw.items():
         if "__" not in name:
@@ -654,8 +724,15 @@ def _nested(raw: Mapping[str, Any], section: str, report: _Report) -> dict[str, 
                 break
             target = existing
         else:
-            target[parts[-1]] = _ini_scalar(value)
+            target[parts[-1]] = value
     return out
+
+
+def _ini_scalars(value: Any) -> Any:
+    """Nested values with true/false/0/1 turned into booleans, as the original's INI reader does."""
+    if isinstance(value, Mapping):
+        return {k: _ini_scalars(v) for k, v in value.items()}
+    return _ini_scalar(value)
 
 
 def _ini_scalar(value: Any) -> Any:
@@ -670,21 +747,85 @@ def _ini_scalar(value: Any) -> Any:
 
 
 def _connection_parameters(raw: Mapping[str, Any], nested: dict[str, Any], section: str,
-                           report: _Report) -> Mapping[str, Any]:
+                           report: _Report) -> tuple[Mapping[str, Any], dict[str, Any], dict[str, str]]:
+    """(the mapping as 0.19 builds it, the values to type, how each key is spelled in the file).
+
+    The values to type are those written, except that S3 settings keep 0.19's booleans
+    (s3fs/boto3 get them as they always did); text keys stay text (a password ``1``).
+    """
     params: dict[str, Any] = {}
+    spelled: dict[str, str] = {}
+    to_type: dict[str, Any] = {}
     direct = raw.get("connection_parameters")
     if direct is not None:
         if isinstance(direct, Mapping):
             params.update(direct)
+            to_type.update(direct)
+            spelled.update({k: f"connection_parameters.{k}" for k in direct})
         else:
             report.error(section, "connection_parameters",
                          "expected a table/mapping (or connection_parameters__<key> = value lines)")
-    params.update(nested.get("connection_parameters", {}))
+    for name, value in nested.get("connection_parameters", {}).items():
+        params[name] = _ini_scalars(value)
+        to_type[name] = value
+        spelled[name] = f"connection_parameters__{name}"
     for old in _DEPRECATED_CONNECTION_KEYS:
         if old in raw:
             report.warn(section, old, f"deprecated; use connection_parameters__{old} instead (applied)")
-            params.setdefault(old, _ini_scalar(raw[old]))
-    return _freeze(params)
+            if old not in params:
+                params[old] = _ini_scalar(raw[old])
+                to_type[old] = raw[old]
+                spelled[old] = old
+    from trollmoves.movers.options import TEXT_KEYS
+
+    to_type = {k: (v if k in TEXT_KEYS else params[k]) for k, v in to_type.items()}
+    return _freeze(params), to_type, spelled
+
+
+def _transfer_options(to_type: Mapping[str, Any], spelled: Mapping[str, str], checksum: str | None,
+                      section: str | None, report: _Report, schemes: tuple[str, ...] = (),
+                      ignored: str = "no mover uses it, ignored (the S3 mover refuses it)") -> Any | None:
+    """Type connection parameters now, so that a bad value is a load error naming file, section and key.
+
+    ``checksum`` is the chain's own key, the default of ``connection_parameters__checksum``.
+    ``schemes`` are the destination schemes known at load (move_it, dispatcher): the S3 mover
+    refuses keys it does not know, so an S3 destination makes unknown keys an error.
+    None (reported) when a value is bad.
+    """
+    from trollmoves.movers.options import TransferOptions
+
+    attrs = dict(to_type)
+    if checksum is not None:
+        attrs.setdefault("checksum", checksum)
+    problems: list = []
+    options = TransferOptions.from_attrs(thaw(attrs), problems)
+    for problem in problems:
+        shown = f", got {_show(problem.value)}" if problem.show_value else ""
+        report.error(section, spelled.get(problem.key, f"connection_parameters__{problem.key}"),
+                     f"{problem.expected}{shown}")
+    for unknown in options.unknown:
+        where = spelled.get(unknown, unknown)
+        if "s3" in schemes:
+            report.error(section, where, "unknown setting: the S3 mover refuses it")
+            problems.append(unknown)
+        else:
+            report.warn(section, where, f"unknown setting: {ignored}")
+    return None if problems else options
+
+
+def _schemes(urls: Any) -> tuple[str, ...]:
+    """The schemes of destination URLs (templates included), lower case; ``file`` for plain paths."""
+    return tuple(urlsplit(str(url).split("{", 1)[0]).scheme.lower() or "file" for url in urls if url)
+
+
+def _options_of(params: Mapping[str, Any], checksum: str | None) -> Any:
+    """Typed options of a chain built in code (not from a file): raises InvalidSettingError."""
+    from trollmoves.movers.options import TransferOptions
+
+    attrs = dict(thaw(params))
+    if checksum is not None:
+        attrs.setdefault("checksum", checksum)
+    return TransferOptions.from_attrs(attrs)
 
 
 def _freeze(value: Any) -> Any:
@@ -720,18 +861,47 @@ def _build_chain(kind: str, name: str, raw: Mapping[str, Any], default_keys: set
         elif unknown_key not in default_keys:
             report.warn(name, unknown_key, f"unknown key for a {kind} section, ignored")
     for group in nested:
-        if group != "connection_parameters" and group not in known:
+        if group == "connection_parameters" and "connection_parameters" not in known:
+            report.warn(name, "connection_parameters__...", f"a {kind} does no transfer (the server does), "
+                        "ignored")
+        elif group != "connection_parameters" and group not in known:
             report.warn(name, f"{group}__...", f"unknown nested key group for a {kind} section, ignored")
+    plain = _empty_means_unset(plain, name, report)
+    refused_ok = _refuse(kind, name, plain, report)
+    _warn_ignored(kind, name, [k for k in plain if k not in default_keys], report)
     values = _convert_fields(cls, name, plain, report, secret_keys=frozenset({"login"}), inherited=inherited)
-    if values is None:
-        return None
+    options = None
     if "connection_parameters" in known:
-        values["connection_parameters"] = _connection_parameters(plain, nested, name, report)
+        params, to_type, spelled = _connection_parameters(plain, nested, name, report)
+        checksum = values.get("checksum", "xxh3_128") if values is not None else None
+        schemes = _schemes(values.get("destinations", ())) if values is not None else ()
+        options = _transfer_options(to_type, spelled, checksum, name, report, schemes)
+        if values is not None:
+            values["connection_parameters"] = params
+            values["transfer_options"] = options
+        if options is None:
+            return None
+    if values is None or not refused_ok:
+        return None
     if kind == "client":
         values["replace_mda"] = MappingProxyType(replace_mda)
     if not _check_chain(kind, name, values, report):
         return None
     return cls(name=name, **values)
+
+
+_EMPTY_MEANS_UNSET = ("publish_port", "publisher_port")
+"""Keys that 0.19 read as unset when empty (``publish_port =`` is in its own move_it example)."""
+
+
+def _empty_means_unset(plain: Mapping[str, Any], section: str, report: _Report) -> dict[str, Any]:
+    """Drop an empty ``publish_port =`` with a warning instead of refusing the section."""
+    kept = dict(plain)
+    for name in _EMPTY_MEANS_UNSET:
+        if isinstance(kept.get(name), str) and not kept[name].strip():
+            report.warn(section, name, "empty value, treated as unset (default applies)")
+            del kept[name]
+    return kept
 
 
 def _check_chain(kind: str, name: str, values: dict[str, Any], report: _Report) -> bool:
@@ -757,8 +927,8 @@ def _check_chain(kind: str, name: str, values: dict[str, Any], report: _Report) 
         ok = False
     if kind == "client":
         if values.get("compression") == "xrit" and not values.get("xritdecompressor"):
-            report.error(name, "xritdecompressor", "missing required key for compression = xrit")
-            ok = False
+            report.warn(name, "xritdecompressor", "missing for compression = xrit: the client runs, but each "
+                        "compressed file it receives fails to decompress (logged with its name)")
         if not values.get("topic") and not all(p.topic for p in values.get("providers", ())):
             report.error(name, "topic", "missing required key (or give every provider a /topic)")
             ok = False
@@ -944,6 +1114,7 @@ def _load_chains(path: str, kind: str, report: _Report) -> Config:
     for default_key in defaults:
         if "__" not in default_key and default_key not in known and kind != "client":
             report.warn("DEFAULT", default_key, f"unknown key for a {kind} config, ignored")
+    _warn_ignored(kind, "DEFAULT", defaults, report)
     if not sections:
         report.error(None, None, f"no sections: a {kind} config needs at least one [chain] section")
     chains = []
@@ -1000,9 +1171,15 @@ class DispatchTarget:
     directory: str = ""
     filepattern: str | None = None
     connection_parameters: Mapping[str, Any] = field(default_factory=lambda: EMPTY_MAPPING)
+    transfer_options: Any = derived("connection_parameters typed: what the movers receive")
     aliases: Any = None
     publish_topic: str | None = None
     dispatch_configs: tuple[DispatchConfig, ...] = ()
+
+    def __post_init__(self) -> None:
+        """A target built in code, not loaded from a file, gets its typed transfer options here."""
+        if self.transfer_options is None:
+            object.__setattr__(self, "transfer_options", _options_of(self.connection_parameters, None))
 
 
 @dataclass(frozen=True)
@@ -1128,12 +1305,18 @@ def _dispatch_target(name: str, raw: Any, report: _Report) -> DispatchTarget | N
                     report.error(where, text_key, f"{exc}, got {_show(item[text_key])}")
                     ok = False
         dispatch_configs.append(DispatchConfig(topics=tuple(topics), conditions=conditions, **overrides))
-    if not ok:
+    options = None
+    if isinstance(params, Mapping) or params is None:
+        params = dict(params or {})
+        schemes = _schemes([values.get("host"), *(dc.host for dc in dispatch_configs)])
+        options = _transfer_options(params, {k: f"connection_parameters.{k}" for k in params}, None, name,
+                                    report, schemes)
+    if not ok or options is None:
         return None
     if not values.get("host") and not any(dc.host for dc in dispatch_configs):
         values["host"] = ""
-    return DispatchTarget(connection_parameters=_freeze(dict(params or {})), aliases=_freeze(aliases),
-                          dispatch_configs=tuple(dispatch_configs), **values)
+    return DispatchTarget(connection_parameters=_freeze(params), aliases=_freeze(aliases),
+                          dispatch_configs=tuple(dispatch_configs), transfer_options=options, **values)
 
 
 def _subscriber_settings(raw: Any, report: _Report) -> SubscriberSettings:
@@ -1215,6 +1398,38 @@ class S3DownloaderSettings:
     nameservers: tuple[str, ...] | bool | None = key(to_nameservers)
     logging: Mapping[str, Any] = key(lambda v: v, EMPTY_MAPPING)
     checksum: str = key(to_checksum, "xxh3_128")
+    transfer_options: Any = derived("s3_kwargs typed (S3 mover spelling): what the S3 client is built from")
+
+    def __post_init__(self) -> None:
+        """Settings built in code, not loaded from a file, get their typed S3 options here."""
+        if self.transfer_options is None:
+            object.__setattr__(self, "transfer_options", _options_of(self.s3_kwargs, None))
+
+
+S3DOWNLOADER_LOGGING_KEYS = {"log_rotation_days": 1, "log_rotation_backup": 30, "logging_mode": "INFO"}
+
+
+def _check_s3downloader_logging(section: Any, report: _Report) -> None:
+    """The ``logging`` mapping 0.19's s3downloader read (used by trollmoves.s3downloader.apply_logging)."""
+    if not isinstance(section, Mapping):
+        return
+    for name, value in section.items():
+        where = f"logging.{name}"
+        if name not in S3DOWNLOADER_LOGGING_KEYS:
+            report.warn(None, where, "unknown logging key, ignored (known: "
+                        f"{', '.join(S3DOWNLOADER_LOGGING_KEYS)})")
+        elif name == "logging_mode":
+            if not isinstance(value, str):
+                report.error(None, where, f"expected DEBUG or INFO, got {_show(value)}")
+        else:
+            try:
+                number = to_int(value)
+            except Invalid as exc:
+                report.error(None, where, f"{exc}, got {_show(value)}")
+                continue
+            if number < (1 if name == "log_rotation_days" else 0):
+                report.error(None, where, f"expected an integer >= {1 if name == 'log_rotation_days' else 0}, "
+                                          f"got {_show(value)}")
 
 
 def _load_s3downloader(path: str, report: _Report) -> Config:
@@ -1234,13 +1449,18 @@ def _load_s3downloader(path: str, report: _Report) -> Config:
             report.error(None, mapping_key.replace("_", "-") if mapping_key == "logging" else mapping_key,
                          f"expected a mapping, got {_show(raw[mapping_key])}")
             raw.pop(mapping_key)
+    _check_s3downloader_logging(raw.get("logging"), report)
     values = _convert_fields(S3DownloaderSettings, None, {k: v for k, v in raw.items() if k in known}, report)
     chains: tuple[Any, ...] = ()
     if values is not None and not report.errors:
         for mapping_key in ("s3_kwargs", "logging"):
             if mapping_key in values:
                 values[mapping_key] = _freeze(dict(values[mapping_key]))
-        chains = (S3DownloaderSettings(**values),)
+        kwargs = thaw(values.get("s3_kwargs", {}))
+        options = _transfer_options(kwargs, {k: f"s3_kwargs.{k}" for k in kwargs}, None, None, report,
+                                    ignored="not an S3 setting, ignored")
+        if options is not None:
+            chains = (S3DownloaderSettings(transfer_options=options, **values),)
     return _finish(path, "s3downloader", report, chains=chains, daemon=daemon)
 
 
@@ -1248,39 +1468,109 @@ def _load_s3downloader(path: str, report: _Report) -> Config:
 # Public entry points
 # --------------------------------------------------------------------------------------------------
 
-def guess_kind(path: str) -> str:
-    """Guess which daemon a config file is for, from its content (check-config without --kind)."""
+class NotADaemonConfig(ConfigError):
+    """The file is readable but is no trollmoves daemon config (a remove_it or fetcher config...)."""
+
+
+_SERVER_KEYS = frozenset({"origin", "listen", "request_port", "topic"})
+_CLIENT_KEYS = frozenset({"providers", "destination", "client_topic"})
+_FOREIGN_INI = (({"base_dir", "templates"}, "a remove_it config"),)
+_FOREIGN_YAML = (({"subscriber_config", "publisher_config"}, "a pytroll-fetcher config"),)
+_S3_KEYS = frozenset({"bucket", "download_destination", "subscribe_topic", "s3_kwargs"})
+
+
+def detect_kind(path: str) -> tuple[str | None, str]:
+    """(kind, what the file looks like) from the file's content; kind None when it is no daemon config.
+
+    The format comes from the extension when it says one (``.toml``; ``.yaml``/``.yml``, also
+    inside ``*.yaml-template`` or ``*.yml.j2``), else from the content: INI, or YAML when it is
+    no INI. A file that cannot be parsed keeps the kind of its format, so that its syntax
+    error is reported.
+    """
     report = _Report(path)
-    if is_yaml(path) or (is_toml(path) and _toml_is_yaml_kind(path)):
+    if is_toml(path):
         data = _load_structured(path, report)
-        if isinstance(data, Mapping):
-            keys = {str(k).replace("-", "_") for k in data}
-            if keys & {"bucket", "download_destination", "subscribe_topic", "s3_kwargs"}:
-                return "s3downloader"
-        return "dispatcher"
-    parsed = _ini_like(path, report)
-    if not parsed:
-        return "server"
-    sections = parsed[0]
-    keys = set().union(*(set(s) for n, s in sections.items() if n != DAEMON_SECTION)) if sections else set()
-    if "destinations" in keys:
-        return "move_it"
-    client_side = keys & {"providers", "destination", "client_topic"}
-    if client_side and (keys & {"origin", "listen", "request_port", "client_topic"}):
-        return "mirror"
-    if client_side:
-        return "client"
-    return "server"
-
-
-def _toml_is_yaml_kind(path: str) -> bool:
-    report = _Report(path)
+        if _yaml_kind_of(data, _TARGET_MARKS_TOML) is not None:
+            return _yaml_kind_of(data, _TARGET_MARKS_TOML), "toml"
+        parsed = _read_toml_sections(data, report) if data is not None else None
+        return _ini_kind_of(parsed[0] if parsed else None)
+    if not _names_yaml(path):
+        parsed = _read_ini(path, report)
+        if parsed is not None or not _parses_as_yaml_mapping(path):
+            return _ini_kind_of(parsed[0] if parsed else None)
     data = _load_structured(path, report)
+    if data is None or not isinstance(data, Mapping):
+        return "dispatcher", "yaml"
+    kind = _yaml_kind_of(data, _TARGET_MARKS_YAML)
+    if kind is not None:
+        return kind, "yaml"
+    keys = {str(k).replace("-", "_") for k in data}
+    for marks, looks_like in _FOREIGN_YAML:
+        if keys & marks:
+            return None, looks_like
+    return None, "a YAML file with no dispatcher targets (dispatch_configs) nor s3downloader keys (bucket)"
+
+
+def _names_yaml(path: str) -> bool:
+    """``x.yaml``, ``x.yml``, ``x.yaml-template``, ``x.yml.j2``: the name says YAML."""
+    return any(part.lower().startswith(("yaml", "yml")) for part in Path(path).name.split(".")[1:])
+
+
+def _parses_as_yaml_mapping(path: str) -> bool:
+    data = _load_structured(path, _Report(path))
+    return isinstance(data, Mapping)
+
+
+_TARGET_MARKS_YAML = frozenset({"dispatch_configs", "host", "directory", "filepattern"})
+_TARGET_MARKS_TOML = frozenset({"dispatch_configs"})
+"""Keys that make a top-level table a dispatcher target; in TOML, where the INI kinds' sections are
+tables too, only ``dispatch_configs``."""
+
+
+def _yaml_kind_of(data: Any, target_marks: frozenset[str]) -> str | None:
+    """dispatcher or s3downloader from a mapping's keys, None for anything else."""
     if not isinstance(data, Mapping):
-        return False
-    if {"posttroll_subscriber", "bucket", "download_destination", "subscribe-topic"} & set(data):
-        return True
-    return any(isinstance(v, Mapping) and "dispatch_configs" in v for v in data.values())
+        return None
+    keys = {str(k).replace("-", "_") for k in data}
+    if keys & _S3_KEYS:
+        return "s3downloader"
+    if "posttroll_subscriber" in keys:
+        return "dispatcher"
+    if any(isinstance(v, Mapping) and set(v) & target_marks for v in data.values()):
+        return "dispatcher"
+    return None
+
+
+def _ini_kind_of(sections: Mapping[str, Mapping[str, Any]] | None) -> tuple[str | None, str]:
+    """server, client, mirror or move_it from the keys of the sections; None for another program's INI."""
+    if not sections:
+        return "server", "ini"  # unreadable or empty: the server loader reports why
+    keys = set().union(*(set(s) for n, s in sections.items() if n != DAEMON_SECTION))
+    if "destinations" in keys:
+        return "move_it", "ini"
+    client_side = keys & _CLIENT_KEYS
+    if client_side and (keys & {"origin", "listen", "request_port", "client_topic"}):
+        return "mirror", "ini"
+    if client_side:
+        return "client", "ini"
+    if keys & _SERVER_KEYS:
+        return "server", "ini"
+    for marks, looks_like in _FOREIGN_INI:
+        if keys & marks:
+            return None, looks_like
+    return None, ("an INI file whose sections have none of the keys of a server (origin, topic), a client "
+                  "(providers, destination) or a move_it (destinations)")
+
+
+def guess_kind(path: str) -> str:
+    """Guess which daemon a config file is for, from its content (check-config without --kind).
+
+    Raises NotADaemonConfig for a file of another program.
+    """
+    kind, looks_like = detect_kind(path)
+    if kind is None:
+        raise NotADaemonConfig(f"{path}: not a trollmoves daemon config (looks like {looks_like})")
+    return kind
 
 
 def load(path: str | os.PathLike, kind: str | None = None) -> Config:
@@ -1324,7 +1614,7 @@ def describe_keys(kind: str) -> list[tuple[str, str, Any, str]]:
         return []
     rows = []
     for fld in dataclasses.fields(cls):
-        if fld.name == "name":
+        if fld.name == "name" or not _is_key(fld):
             continue
         rows.append((fld.name, "required" if fld.metadata.get("required") else "optional", fld.default,
                      fld.metadata.get("doc", "")))

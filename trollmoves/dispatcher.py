@@ -42,7 +42,7 @@ from trollsift import compose
 
 from trollmoves import messaging
 from trollmoves.conditions import check_conditions, matches_topics
-from trollmoves.config import Config, DispatchConfig, DispatchTarget, RetrySettings, SubscriberSettings, thaw
+from trollmoves.config import Config, DispatchConfig, DispatchTarget, RetrySettings, SubscriberSettings
 from trollmoves.errors import MessageDecodeError, TransferError
 from trollmoves.listening import QueuedService, QueueOptions, file_items
 from trollmoves.metrics import Metrics, scheme_label
@@ -312,7 +312,7 @@ class Dispatcher(QueuedService):
         scheme = scheme_label(urlsplit(destination).scheme)
         self.metrics.transfers_started.labels(name, scheme).inc()
         try:
-            result = self.transfers.transfer(path, destination, dict(thaw(target.connection_parameters)))
+            result = self.transfers.transfer(path, destination, options=target.transfer_options)
         except TransferError as exc:
             self.settle_failure(item, exc, name, scheme, f"dispatch {path} to {strip_password(destination)}")
             return

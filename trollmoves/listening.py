@@ -75,8 +75,14 @@ class Subscription:
     """
 
     def __init__(self, name: str, on_message, on_malformed, lookup_interval: float = 30.0,
-                 lookup_timeout: float = 5.0):
+                 lookup_timeout: float = 5.0, follow: bool = True, start_lookup_for: float = 10.0):
+        """``follow`` False: look publishers up at start only (for ``start_lookup_for`` s at most, until
+        one is found), as posttroll's subscriber without ``addr_listener`` does; True: keep looking
+        every ``lookup_interval`` s, so that publishers started later are followed (``addr_listener``).
+        """
         self.name = name  # for logs and thread names: "Dispatcher", "s3downloader"
+        self.follow = follow
+        self.start_lookup_for = start_lookup_for
         self.on_message = on_message
         self.on_malformed = on_malformed
         self.lookup_interval = lookup_interval
@@ -172,6 +178,7 @@ class Subscription:
 
     def _lookup_loop(self) -> None:
         warned = False
+        started = time.monotonic()
         while not self._stop.is_set():
             self._lookup_now.clear()
             with self._lock:
@@ -188,7 +195,11 @@ class Subscription:
                 with self._lock:
                     if (nameserver, services) == (self.nameserver, self.services or ("",)):
                         self._discovered.update(found)
-            self._lookup_now.wait(self.lookup_interval)
+                if not self.follow and (found or time.monotonic() - started >= self.start_lookup_for):
+                    logger.debug("%s: not following new publishers (addr_listener off)", self.name)
+                    return
+            wait = self.lookup_interval if self.follow else min(1.0, self.lookup_interval)
+            self._lookup_now.wait(wait)
 
 
 

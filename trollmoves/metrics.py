@@ -46,7 +46,7 @@ SCHEMES = ("file", "ftp", "scp", "sftp", "s3")
 REQUEST_TYPES = ("push", "ack", "info", "ping", "unknown")
 REFUSAL_REASONS = ("not_announced", "outside_origin", "pattern_mismatch", "destination_not_allowed",
                    "malformed", "unauthenticated")
-FAILURE_REASONS = ("transient", "permanent", "refused", "timeout", "error")
+FAILURE_REASONS = ("transient", "permanent", "refused", "timeout", "error", "checksum")
 MESSAGE_TYPES = ("file", "dataset", "collection", "push", "ack", "beat", "other")
 POOL_STATES = ("idle", "leased")
 RELOAD_RESULTS = ("success", "failure")

@@ -69,6 +69,18 @@ def upstream_path(data: dict) -> str | None:
     return urlsplit(str(entries[0]["uri"])).path if entries else None
 
 
+def local_directory(destination: str, ftp_root: str) -> str:
+    """Where pulled files land on this host: ``ftp_root`` + the destination's path (0.19's create_local_dir).
+
+    With the default ``ftp_root = /`` that is the destination path itself; with an
+    ``ftp://`` destination served by a local FTP server rooted at ``ftp_root``, it is
+    where that server writes the files (0.19 created this directory but then looked
+    for the file at the bare path).
+    """
+    path = urlsplit(destination).path
+    return os.path.join(ftp_root, *[part for part in path.split("/") if part]) + "/"
+
+
 def revive(subject: str, atype: str, data: Any) -> messaging.Message:
     """A message rebuilt from stored JSON, typed as if received (ISO times become datetimes again)."""
     return messaging.decode(messaging.encode(subject, atype, data))
@@ -101,6 +113,7 @@ class MirroredChain(ServedChain):
 
     def start(self) -> None:
         self.metrics.init_chain(self.chain.name)
+        self._warn_unused_keys()
         self.restore()
         if self.chain.request_port:
             self.request_server = messaging.RequestServer(self.chain.request_port, self.chain.request_bind_address,
@@ -115,6 +128,18 @@ class MirroredChain(ServedChain):
         super().stop(timeout, abort)
         if self._catch_up_thread is not None:
             self._catch_up_thread.join(min(timeout, 1.0))
+
+    def _warn_unused_keys(self) -> None:
+        """Keys a mirror section accepts (0.19 read them with the client's defaults) without effect.
+
+        0.19's mirror published on a plain port (no nameserver registration) and its
+        listeners subscribed to ``client_topic`` only (no heartbeat topics); so do we.
+        """
+        for name, default in (("nameservers", None), ("heartbeat", True)):
+            if getattr(self.chain, name) != default:
+                logger.warning("Mirror chain %s: %s has no effect on a mirror (as in 0.19): its publisher is "
+                               "the -p port, and it follows the providers' announcements only",
+                               self.chain.name, name)
 
     # persistence ----------------------------------------------------------------------------------
     def restore(self) -> None:
@@ -386,12 +411,15 @@ class MirroredChain(ServedChain):
         if not sources:
             return upstream_path, f"{upstream_path} has no upstream source"
         composed = compose_destination(self.chain.destination, dict(sources[0].data), None)[1]
-        directory = urlsplit(composed).path
-        local = os.path.join(directory if directory.endswith("/") else directory + "/", uid)
+        directory = local_directory(composed, self.chain.ftp_root)
+        local = os.path.join(directory, uid)
         with lock:
             if os.path.exists(local):
                 return local, None
-            os.makedirs(directory, exist_ok=True)
+            if self.chain.create_target_directory:
+                os.makedirs(directory, exist_ok=True)
+            elif not os.path.isdir(directory):
+                return local, f"{directory} does not exist (create_target_directory is false)"
             errors = []
             for source in sources:
                 error = self._pull(source)
@@ -407,6 +435,8 @@ class MirroredChain(ServedChain):
         data = dict(source.data)
         destination, _public = compose_destination(chain.destination, data, chain.login)
         data["destination"] = destination
+        if chain.backup_targets:
+            data["backup_targets"] = list(chain.backup_targets)
         address = str(source.data["request_address"])
         started = time.monotonic()
         try:

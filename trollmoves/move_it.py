@@ -14,9 +14,16 @@ What we fix (reference §7.3): ``delete`` removes the source once every
 destination has it, and does not crash (the original read a ``delete_hook`` that
 was never set, killing the watcher); a file whose copy failed is not deleted (the
 original deleted it anyway); a failed decompression does not copy the compressed
-file in its place. Destinations are directories, as the original's messages
-assumed (``join(path, basename)``): a URL without a trailing slash is read as if
-it had one.
+file in its place. Destinations follow 0.19's movers: a URL ending in ``/`` (or
+an existing local directory, or a bare ``s3://bucket``) is a directory and the
+file keeps its name; any other URL names the file itself (``s3://bucket/name``
+writes the object ``name``). The ``uri`` of the message is the path actually
+written (0.19 joined the destination path and the base name even when the
+destination named the file, announcing a path that did not exist).
+
+Health checks as in 0.19: every ``--chain-check-interval`` s a chain whose watcher
+died (or whose directory was missing) is restarted, and the program stops with
+exit 1 after ``--max-notifier-restarts`` consecutive failed restarts (0: never).
 """
 
 from __future__ import annotations
@@ -56,6 +63,7 @@ class MoveItOptions:
     backlog: bool = True
     polling: bool = False
     chain_check_interval: float = 30.0
+    max_notifier_restarts: int = 10
     workers_per_chain: int = 4
     max_queued: int = 10_000
 
@@ -65,11 +73,24 @@ class MoveItOptions:
 # --------------------------------------------------------------------------------------------------
 
 def as_directory(destination: str) -> str:
-    """A destination URL read as a directory (trailing slash), as the original's messages assumed."""
+    """A destination URL read as a directory (trailing slash added if missing)."""
     parts = urlsplit(destination)
     if parts.scheme == "s3" and not parts.path:
         return destination + "/"
     return destination if destination.endswith("/") else destination + "/"
+
+
+def names_a_file(destination: str) -> bool:
+    """Does this destination name the file itself (0.19's movers), rather than a directory?
+
+    A trailing slash, a bare ``s3://bucket`` and an existing local directory are directories.
+    """
+    parts = urlsplit(destination)
+    if not parts.path or parts.path.endswith("/"):
+        return False
+    if parts.scheme in ("", "file"):
+        return not os.path.isdir(parts.path)
+    return True
 
 
 def message_data(chain: MoveItChain, fields: dict, destination: str, copied: str, own_ip: str | None = None,
@@ -77,7 +98,10 @@ def message_data(chain: MoveItChain, fields: dict, destination: str, copied: str
     """The data of the ``file`` message for one destination (0.19's ``create_message_with_request_info``)."""
     data: dict[str, Any] = dict(thaw(chain.info))
     data.update(fields)
-    uri = os.path.join(urlsplit(destination).path, os.path.basename(copied))
+    if result is not None:  # the path actually written (the destination may name the file)
+        uri = urlsplit(result.destination).path
+    else:
+        uri = os.path.join(urlsplit(destination).path, os.path.basename(copied))
     data["uri"] = uri
     data["uid"] = os.path.basename(uri)
     if chain.request_port:
@@ -109,10 +133,16 @@ class MovedChain:
         self._seen_lock = threading.Lock()
         self._warned_topic = False
         self.last_error: str | None = None
+        self.consecutive_restarts = 0
 
     def start(self) -> None:
         """Watch ``origin``'s directory (a missing one is retried by the health check), then the backlog."""
         self.metrics.init_chain(self.chain.name)
+        for destination in self.chain.destinations:
+            if names_a_file(destination):
+                logger.warning("Chain %s: destination %s has no trailing slash and names the file itself "
+                               "(as in 0.19): each new file replaces it; end it with / for a directory",
+                               self.chain.name, strip_password(destination))
         self.watch()
 
     def watch(self) -> bool:
@@ -222,14 +252,12 @@ class MovedChain:
 
     def copy(self, source: str, destination: str, fields: dict) -> bool:
         chain = self.chain
-        target = as_directory(destination)
+        target = destination
         scheme = scheme_label(urlsplit(target).scheme)
         shown = strip_password(target)
         self.metrics.transfers_started.labels(chain.name, scheme).inc()
-        attrs = dict(thaw(chain.connection_parameters))
-        attrs.setdefault("checksum", chain.checksum)
         try:
-            result = self.service.transfers.transfer(source, target, attrs)
+            result = self.service.transfers.transfer(source, target, options=chain.transfer_options)
         except TransferError as exc:
             reason = "permanent" if isinstance(exc, PermanentTransferError) else "transient"
             self.metrics.transfers_failed.labels(chain.name, scheme, reason).inc()
@@ -297,6 +325,7 @@ class MoveIt:
         self._stop = threading.Event()
         self._housekeeper: threading.Thread | None = None
         self._own_ip: str | None = None
+        self._fatal: str | None = None
         self.ready = threading.Event()
 
     def start(self) -> None:
@@ -349,7 +378,7 @@ class MoveIt:
                 "publisher": self.publisher.port if self.publisher is not None else None}
 
     def fatal_error(self) -> str | None:
-        return None
+        return self._fatal
 
     def own_ip(self) -> str:
         if self._own_ip is None:
@@ -374,13 +403,27 @@ class MoveIt:
                 self.check_chains()
 
     def check_chains(self) -> None:
-        """Restart the watchers that died or whose directory was missing (it may exist now)."""
+        """Restart the watchers that died or whose directory was missing (it may exist now).
+
+        As 0.19: when a chain has been found not watching at ``max_notifier_restarts``
+        consecutive checks (restarted or not: a watcher that keeps dying counts too),
+        the program stops with an error, for a process manager to restart it (0: never).
+        """
         with self._lock:
             for moved in self.chains.values():
-                if not moved.healthy() and not self._stop.is_set():
-                    logger.warning("Chain %s is not watching (%s): restarting its watcher", moved.chain.name,
-                                   moved.last_error or "watcher stopped")
-                    moved.restart_watcher()
+                if self._stop.is_set():
+                    return
+                if moved.healthy():
+                    moved.consecutive_restarts = 0
+                    continue
+                moved.consecutive_restarts += 1
+                logger.warning("Chain %s is not watching (%s): restarting its watcher (attempt %d)",
+                               moved.chain.name, moved.last_error or "watcher stopped", moved.consecutive_restarts)
+                moved.restart_watcher()
+                limit = self.options.max_notifier_restarts
+                if limit and moved.consecutive_restarts >= limit:
+                    self._fatal = (f"chain {moved.chain.name} could not be restarted after "
+                                   f"{moved.consecutive_restarts} attempts: {moved.last_error}")
 
 
-__all__ = ["MoveIt", "MoveItOptions", "MovedChain", "as_directory", "chain_changes", "message_data"]
+__all__ = ["MoveIt", "MoveItOptions", "MovedChain", "as_directory", "chain_changes", "message_data", "names_a_file"]

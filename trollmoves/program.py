@@ -224,10 +224,16 @@ def _count_reload(service: Service, result: str) -> None:
         metrics.reloads.labels(result).inc()
 
 
-def log_start(name: str) -> None:
-    """Log version and which speedups implementation is active: the first lines an operator reads."""
+def log_start(name: str, implementation: bool = True) -> None:
+    """Log version and which speedups implementation is active: the first lines an operator reads.
+
+    ``implementation``: the ``[trollmoves] log_implementation`` setting (default on).
+    """
     from trollmoves import __version__
     from trollmoves._accel import IMPLEMENTATION
 
-    implementation = {"c": "compiled speedups (trollmoves._speedups)", "py": "pure-Python twin"}[IMPLEMENTATION]
-    logger.info("%s %s starting; using %s", name, __version__, implementation)
+    if not implementation:
+        logger.info("%s %s starting", name, __version__)
+        return
+    used = {"c": "compiled speedups (trollmoves._speedups)", "py": "pure-Python twin"}[IMPLEMENTATION]
+    logger.info("%s %s starting; using %s", name, __version__, used)

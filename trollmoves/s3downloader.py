@@ -10,8 +10,13 @@ computed while the bytes are written, and it is renamed into place once its size
 is verified; then a ``file`` message goes out on ``publish-topic`` from the
 publisher named ``s3downloader`` (reference §1.9, §2.8, §3.9).
 
-What we fix (reference §7.10): the object key is the path of the uri inside the
-bucket (the original fetched ``bucket/basename``); dataset and collection
+Which object (reference §3.9, §7.10): 0.19 fetched ``<bucket>/<basename of the uri
+path>`` from the configured bucket, whatever the uri's scheme. We do the same for
+every uri that is not ``s3://`` (a path, an ``https://endpoint/bucket/key`` URL, an
+fsspec chained uri); for an ``s3://bucket/dir/name`` uri we fetch the key
+``dir/name`` first, because the basename alone misses every object below the
+bucket root (0.19 logged an error and lost those files), and fall back to 0.19's
+``name`` when that key does not exist. What we also fix: dataset and collection
 messages are downloaded file by file (the original read a top-level ``uri`` and
 failed); the ``logging`` section is optional; the published message has a
 ``uid`` (the local base name) besides ``uri``, and ``size``/``checksum``.
@@ -28,7 +33,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import logging.handlers
 import os
+import sys
 import threading
 import time
 import uuid
@@ -38,7 +45,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from trollmoves import messaging
-from trollmoves.config import Config, RetrySettings, S3DownloaderSettings, thaw
+from trollmoves.config import Config, RetrySettings, S3DownloaderSettings
 from trollmoves.errors import MessageDecodeError, TransferError, TransientTransferError
 from trollmoves.listening import QueuedService, QueueOptions
 from trollmoves.metrics import Metrics
@@ -68,20 +75,31 @@ class S3DownloaderOptions(QueueOptions):
 # Pure helpers
 # --------------------------------------------------------------------------------------------------
 
-def object_location(uri: Any, default_bucket: str) -> tuple[str, str] | None:
-    """(bucket, key) of an ``s3://bucket/key`` uri; the configured bucket, as the original; None if no key."""
+def object_keys(uri: Any, default_bucket: str) -> tuple[str, list[str]] | None:
+    """(bucket, keys to try in order) for an announced uri; None if it names no object.
+
+    The bucket is always the configured one, as in 0.19. ``s3://bucket/dir/name``:
+    ``dir/name``, then 0.19's ``name``; any other uri: 0.19's basename of its path.
+    """
     if not isinstance(uri, str):
         return None
     parts = urlsplit(uri)
+    name = os.path.basename(parts.path)
+    if not name:
+        return None
     if parts.scheme != "s3":
-        return None
-    key = parts.path.lstrip("/")
-    if not key or key.endswith("/"):
-        return None
+        return default_bucket, [name]
     if parts.netloc and parts.netloc != default_bucket:
         logger.debug("%s names bucket %s; downloading from the configured bucket %s", uri, parts.netloc,
                      default_bucket)
-    return default_bucket, key
+    key = parts.path.lstrip("/")
+    return default_bucket, [key] if key == name else [key, name]
+
+
+def object_location(uri: Any, default_bucket: str) -> tuple[str, str] | None:
+    """(bucket, first key to try) of an announced uri (see ``object_keys``); None if it names no object."""
+    found = object_keys(uri, default_bucket)
+    return None if found is None else (found[0], found[1][0])
 
 
 def published_data(data: dict, local_path: str, size: int | None = None,
@@ -95,6 +113,36 @@ def published_data(data: dict, local_path: str, size: int | None = None,
     if checksum is not None:
         out["checksum"] = checksum
     return out
+
+
+def apply_logging(section: Any, log_file: str | None, verbose: bool = False) -> None:
+    """Honour the config's ``logging`` mapping as 0.19's s3downloader did (unless --log-config is given).
+
+    ``logging_mode: DEBUG`` logs at DEBUG (else INFO; ``-v`` also gives DEBUG); with
+    ``-l FILE`` the file rotates at midnight UTC every ``log_rotation_days`` days,
+    keeping ``log_rotation_backup`` old files. Unlike 0.19 the file is not rotated at
+    every start (0.19 called ``doRollover()``, which overwrote the day's earlier backup).
+    """
+    if not isinstance(section, dict) or not section:
+        return
+    from trollmoves.program import LOG_FORMAT
+
+    level = logging.DEBUG if verbose or str(section.get("logging_mode", "")) == "DEBUG" else logging.INFO
+    if log_file:
+        handler: logging.Handler = logging.handlers.TimedRotatingFileHandler(
+            log_file, when="midnight", interval=int(section.get("log_rotation_days", 1)),
+            backupCount=int(section.get("log_rotation_backup", 30)), utc=True)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+        old.close()
+    root.addHandler(handler)
+    root.setLevel(level)
+    for noisy in ("posttroll", "botocore", "s3transfer", "urllib3"):
+        logging.getLogger(noisy).setLevel(level if level == logging.DEBUG else logging.WARNING)
 
 
 def handled_key(uri: str, etag: str | None, size: int | None) -> str:
@@ -165,8 +213,8 @@ class S3Downloader(QueuedService):
 
     # receiving ------------------------------------------------------------------------------------
     def accept(self, subject: str, data: dict) -> None:
-        if object_location(data.get("uri"), self.settings.bucket) is None:
-            logger.warning("Ignoring %s: not an s3://bucket/key uri", data.get("uri"))
+        if object_keys(data.get("uri"), self.settings.bucket) is None:
+            logger.warning("Ignoring %s: its path names no object (no base name)", data.get("uri"))
             self.metrics.transfers_failed.labels(self.name, "s3", "refused").inc()
             return
         self.queue(self.name, subject, data, data)
@@ -180,7 +228,7 @@ class S3Downloader(QueuedService):
                 return
             data = message.data
         uri = data.get("uri")
-        location = object_location(uri, self.settings.bucket)
+        location = object_keys(uri, self.settings.bucket)
         if location is None:
             self.retries.done(item)
             return
@@ -201,13 +249,13 @@ class S3Downloader(QueuedService):
                 self._downloading.discard(uri)
                 self._downloading_changed.notify_all()
 
-    def _download(self, item: RetryItem, data: dict, uri: str, bucket: str, key: str) -> None:
+    def _download(self, item: RetryItem, data: dict, uri: str, bucket: str, keys: list[str]) -> None:
         name = self.name
-        target = os.path.join(self.settings.download_destination, os.path.basename(key))
+        target = os.path.join(self.settings.download_destination, os.path.basename(keys[0]))
         self.metrics.transfers_started.labels(name, "s3").inc()
         started = time.monotonic()
         try:
-            size, checksum, skipped = self._fetch(uri, bucket, key, target)
+            size, checksum, skipped = self._fetch(uri, bucket, keys, target)
         except TransferError as exc:
             self.settle_failure(item, exc, name, "s3", f"download {uri}")
             return
@@ -225,15 +273,30 @@ class S3Downloader(QueuedService):
         logger.info("Downloaded %s to %s (%d bytes, %.3f s)", uri, target, size, duration)
         self.publish(data, target, size, checksum)
 
-    def _fetch(self, uri: str, bucket: str, key: str, target: str) -> tuple[int, dict | None, bool]:
+    def _get_object(self, bucket: str, keys: list[str]) -> tuple[str, dict]:
+        """GET the first of ``keys`` that exists: (its s3:// location, the response)."""
+        from trollmoves.movers.s3 import translate_s3_error
+
+        for index, key in enumerate(keys):
+            where = f"s3://{bucket}/{key}"
+            try:
+                return where, self.client().get_object(Bucket=bucket, Key=key)
+            except Exception as exc:  # noqa: BLE001 - every botocore/urllib3 error becomes a Transfer error
+                missing = getattr(exc, "response", {}).get("Error", {}).get("Code") in ("NoSuchKey", "404")
+                if missing and index + 1 < len(keys):
+                    logger.info("%s does not exist; trying s3://%s/%s (0.19's key)", where, bucket,
+                                keys[index + 1])
+                    continue
+                if index:
+                    where = f"s3://{bucket}/{keys[0]}, nor {where}"
+                raise translate_s3_error(exc, where, "download failed") from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _fetch(self, uri: str, bucket: str, keys: list[str], target: str) -> tuple[int, dict | None, bool]:
         """GET the object into ``target`` atomically; (size, checksum, skipped as a duplicate)."""
         from trollmoves.movers.s3 import translate_s3_error
 
-        where = f"s3://{bucket}/{key}"
-        try:
-            response = self.client().get_object(Bucket=bucket, Key=key)
-        except Exception as exc:  # noqa: BLE001 - every botocore/urllib3 error becomes a Transfer error
-            raise translate_s3_error(exc, where, "download failed") from None
+        where, response = self._get_object(bucket, keys)
         body = response["Body"]
         etag = str(response.get("ETag", "")).strip('"') or None
         expected = response.get("ContentLength")
@@ -263,10 +326,9 @@ class S3Downloader(QueuedService):
         """One boto3 client (thread-safe), built from ``s3_kwargs`` in s3fs spelling as the S3 mover does."""
         with self._client_lock:
             if self._client is None:
-                from trollmoves.movers.options import TransferOptions
                 from trollmoves.movers.s3 import S3Settings, make_client
 
-                options = TransferOptions.from_attrs(thaw(self.settings.s3_kwargs))
+                options = self.settings.transfer_options
                 self._client = make_client(S3Settings(options), options)
             return self._client
 
@@ -306,4 +368,5 @@ def _remove_quietly(path: str) -> None:
         pass
 
 
-__all__ = ["S3Downloader", "S3DownloaderOptions", "handled_key", "object_location", "published_data"]
+__all__ = ["S3Downloader", "S3DownloaderOptions", "apply_logging", "handled_key", "object_keys", "object_location",
+           "published_data"]

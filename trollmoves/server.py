@@ -30,9 +30,11 @@ import queue
 import shutil
 import socket
 import subprocess
+import tarfile
 import tempfile
 import threading
 import time
+import zipfile
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -56,6 +58,7 @@ HEARTBEAT_INTERVAL = 30
 REJOIN_GRACE = 1.0
 BACKLOG_SETTLE = 1.0  # s a file found at start must stay unchanged before it is announced (if it is that new)
 SERVABLE_AFTER_HISTORY = 200_000
+LISTEN_LOOKUP_INTERVAL = 2.0  # s between nameserver look-ups of a listen chain following new publishers
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,17 @@ def clean_destination(data: dict) -> dict:
     return reply
 
 
+def push_reply_data(data: dict) -> dict:
+    """The data of a successful push reply: the request's, with a credential-free destination that includes a
+    top-level ``path`` (0.19 replies ``join(destination path, path)``, the file actually written)."""
+    reply = clean_destination(data)
+    rel_path = data.get("path")
+    if isinstance(rel_path, str) and rel_path and isinstance(reply.get("destination"), str):
+        parts = urlsplit(reply["destination"])
+        reply["destination"] = urlunsplit(parts._replace(path=os.path.join(parts.path, rel_path)))
+    return reply
+
+
 def push_directory(destination: str, rel_path: str | None) -> str:
     """The destination of a push without ``path``: it names a directory, the file keeps its name.
 
@@ -115,6 +129,37 @@ def push_directory(destination: str, rel_path: str | None) -> str:
     if not parts.path or parts.path.endswith("/"):
         return destination
     return urlunsplit(parts._replace(path=parts.path + "/"))
+
+
+def archive_members(path: str, protocol: str) -> list[str]:
+    """The files of a tar or zip archive, sorted, as fsspec's archive file systems list them."""
+    if protocol == "zip":
+        with zipfile.ZipFile(path) as archive:
+            names = [info.filename for info in archive.infolist() if not info.is_dir()]
+    else:
+        with tarfile.open(path, "r:*") as archive:
+            names = [member.name for member in archive.getmembers() if member.isfile()]
+    return sorted(name.lstrip("/") for name in names)
+
+
+def standalone_archive_data(path: str, protocol: str, fields: dict, info: dict) -> dict:
+    """A standalone ``unpack`` announcement: the archive's members as fsspec chained URIs (reference §3.2).
+
+    0.19 built it with pytroll-collectors' ``extract_local_files_to_message_for_remote_use``:
+    one ``dataset`` entry per member, ``tar://<member>::ssh://<host><archive>``, so that a
+    reader on another host (trollflow2) opens the member through SSH without a copy.
+    """
+    host = socket.gethostname()
+    filesystem = {"cls": f"fsspec.implementations.{protocol}:{protocol.capitalize()}FileSystem",
+                  "protocol": protocol, "args": [], "fo": path, "target_protocol": "ssh",
+                  "target_options": {"host": host}}
+    dataset = [{"filesystem": dict(filesystem, target_options={"host": host}),
+                "uri": f"{protocol}://{name}::ssh://{host}{path}", "uid": f"{protocol}://{name}"}
+               for name in archive_members(path, protocol)]
+    data: dict[str, Any] = {"dataset": dataset}
+    data.update(info)
+    data.update(fields)
+    return data
 
 
 def uptime_text(started: float) -> str:
@@ -303,7 +348,10 @@ class ServedChain:
             self._spawn(self._serve_requests, f"requests:{self.chain.name}")
         self._spawn(self._announce_loop, f"announce:{self.chain.name}")
         if self.chain.listen:
-            self._spawn(self._listen_loop, f"listen:{self.chain.name}")
+            self.start_listening()
+        if self.chain.unpack and self.chain.request_port:
+            logger.warning("Chain %s: unpack is used in standalone mode only (no request_port), as in 0.19: "
+                           "archives are announced as files", self.chain.name)
         if self.matcher:
             try:
                 self.start_watcher()
@@ -400,6 +448,8 @@ class ServedChain:
             abort.set()
             self.server.transfers.interrupt()  # a push blocked on a frozen peer ends now, not at its timeout
         self.workers.shutdown(wait=True, cancel_futures=aborted)
+        if self.listener is not None:
+            self.listener.stop(timeout)
         for thread in self._threads:
             thread.join(timeout)
         if self.request_server is not None:
@@ -457,6 +507,15 @@ class ServedChain:
                 os.remove(path)
             self.server.deleter.schedule(served_path, self.chain.remove_delay)
             stat = os.stat(served_path)
+        if self.chain.unpack and not self.chain.request_port:
+            try:
+                data = standalone_archive_data(served_path, self.chain.unpack, fields, dict(thaw(self.chain.info)))
+            except (OSError, tarfile.TarError, zipfile.BadZipFile) as exc:
+                logger.error("Chain %s: cannot list the members of %s (unpack = %s): %s", self.chain.name,
+                             served_path, self.chain.unpack, exc)
+                return
+            self.publish(served_path, "dataset", data)
+            return
         data = self.message_data(served_path, fields, stat)
         self.publish(served_path, "file", data)
 
@@ -522,22 +581,31 @@ class ServedChain:
             self.remember(path, "file", {"uri": path, "uid": os.path.basename(path)})
 
     # listen chains --------------------------------------------------------------------------------
-    def _listen_loop(self) -> None:
+    def start_listening(self) -> None:
+        """Subscribe as 0.19's listen chain did (posttroll ``Subscribe`` with the chain's keys).
+
+        Only ``addresses`` with ``nameserver = false`` is a plain subscription; otherwise
+        the publishers of ``services`` (default: all) are looked up on the nameserver
+        (default localhost) for up to ``timeout`` s, and with ``addr_listener`` (default
+        true) publishers that register later are followed too.
+        """
+        from trollmoves.listening import Subscription
+
         chain = self.chain
-        addresses = list(chain.addresses)
-        if chain.nameserver not in (False, None) or not addresses:
-            nameserver = chain.nameserver if isinstance(chain.nameserver, str) else "localhost"
-            for service in chain.services or ("",):
-                addresses += messaging.lookup_addresses(service, nameserver, chain.timeout)
-        subscriber = messaging.Subscriber(addresses, list(chain.topics) or [chain.listen],
-                                          on_malformed=lambda _e: self.metrics.messages_malformed.labels(
-                                              chain.name).inc())
-        try:
-            while not self._stop.is_set():
-                for _address, message in subscriber.recv(0.5):
-                    self.relay(message)
-        finally:
-            subscriber.close()
+        if chain.translate:
+            logger.warning("Chain %s: translate only rewrites the sender of received messages, which a "
+                           "re-announcement does not carry (as in 0.19): it changes nothing", chain.name)
+        plain = bool(chain.addresses) and chain.nameserver is False
+        nameserver: str | bool = False if plain else (
+            chain.nameserver if isinstance(chain.nameserver, str) else "localhost")
+        self.listener = Subscription(f"chain {chain.name}", self.relay,
+                                     lambda _e: self.metrics.messages_malformed.labels(chain.name).inc(),
+                                     lookup_interval=LISTEN_LOOKUP_INTERVAL,
+                                     lookup_timeout=max(1, min(chain.timeout, 5)),
+                                     follow=chain.addr_listener, start_lookup_for=chain.timeout)
+        self.listener.configure(chain.addresses, list(chain.topics) or [chain.listen], nameserver,
+                                chain.services)
+        self.listener.start()
 
     def relay(self, message) -> None:
         """Re-announce a message whose files are all local, with this chain's topic and request address."""
@@ -609,10 +677,8 @@ class ServedChain:
             max_count = MAX_INFO_COUNT
         with self.history_lock:
             recent = list(reversed(self.history.values()))
-        files = [f"{a.subject}/{a.data.get('uid', os.path.basename(a.path))}" for a in recent
-                 if f"{a.subject}/".startswith(message.subject) or a.subject.startswith(message.subject)]
-        reply: dict[str, Any] = {"files": files[:max_count], "max_count": max_count,
-                                 "uptime": uptime_text(self.started)}
+        reply: dict[str, Any] = {"files": self.server.announced_files(message.subject, max_count),
+                                 "max_count": max_count, "uptime": uptime_text(self.started)}
         catch_up = data.get("catch_up")
         if isinstance(catch_up, dict):
             since = catch_up.get("since", 0)
@@ -707,7 +773,7 @@ class ServedChain:
                                         data.get("backup_targets"))
             if error:
                 return messaging.make_message(message.subject, "err", error)
-        return messaging.make_message(message.subject, reply_type(data, message.type), clean_destination(data))
+        return messaging.make_message(message.subject, reply_type(data, message.type), push_reply_data(data))
 
     def _transfer_once(self, path: str, destination: str, rel_path: str | None,
                        backup_targets: list | None) -> str | None:
@@ -730,7 +796,7 @@ class ServedChain:
         if not owner:
             logger.info("Chain %s: joining the push of %s in progress", self.chain.name, path)
             return future.result()
-        error = None
+        error: str | None = "transfer interrupted"  # an exception in _transfer is no completed push
         try:
             error = self._transfer(path, destination, rel_path, backup_targets)
         finally:
@@ -747,10 +813,9 @@ class ServedChain:
         scheme = scheme_label(urlsplit(destination).scheme)
         name = self.chain.name
         self.metrics.transfers_started.labels(name, scheme).inc()
-        attrs = dict(thaw(self.chain.connection_parameters))
-        attrs.setdefault("checksum", self.chain.checksum)
         try:
-            result = self.server.transfers.transfer(path, destination, attrs, rel_path=rel_path,
+            result = self.server.transfers.transfer(path, destination, options=self.chain.transfer_options,
+                                                    rel_path=rel_path,
                                                     backup_targets=list(backup_targets or []) or None)
         except TransferError as exc:
             reason = "permanent" if exc.__class__.__name__.startswith("Permanent") else "transient"
@@ -906,12 +971,36 @@ class Server:
                 logger.warning("Chain %s is not watching (%s): restarting its watcher (attempt %d)",
                                served.chain.name, served.last_error or "watcher stopped",
                                served.consecutive_restarts)
-                if served.restart_watcher():
-                    continue
+                served.restart_watcher()
                 limit = self.options.max_notifier_restarts
+                # as 0.19: give up after ``limit`` consecutive unhealthy checks, even when each
+                # restart itself succeeds (a watcher that keeps dying must not run forever)
                 if limit and served.consecutive_restarts >= limit:
                     self._fatal = (f"chain {served.chain.name} could not be restarted after "
                                    f"{served.consecutive_restarts} attempts: {served.last_error}")
+
+    def announced_files(self, subject: str, max_count: int) -> list[str]:
+        """The ``info`` reply's files, as 0.19 listed them: ``topic/uid`` of every chain of the process.
+
+        0.19 kept one file cache for the whole server, so a request on any chain's port
+        lists the announcements of all chains whose entry starts with the request
+        subject, most recent first. Like 0.19 it lists what was announced with a
+        request address (standalone announcements and, with the backlog off, the files
+        present at start are not listed).
+        """
+        announced: list[Announced] = []
+        for served in list(self.chains.values()):
+            with served.history_lock:
+                announced += [a for a in served.history.values() if a.data.get("request_address")]
+        announced.sort(key=lambda a: (a.time, a.seq), reverse=True)
+        files = []
+        for entry in announced:
+            name = f"{entry.subject}/{entry.data.get('uid', os.path.basename(entry.path))}"
+            if name.startswith(subject):
+                files.append(name)
+                if len(files) >= max_count:
+                    break
+        return files
 
     def health(self) -> dict[str, Any]:
         """Per-chain state for /healthz."""

@@ -23,13 +23,17 @@ from tests.daemons.conftest import (
     write,
 )
 from tests.daemons.test_dispatcher import sample
-from trollmoves.move_it import MoveIt, MoveItOptions, as_directory, message_data
+from trollmoves.move_it import MoveIt, MoveItOptions, as_directory, message_data, names_a_file
 
 
 def test_destinations_are_directories_and_message_shape(tmp_path):
     assert as_directory("/tmp/unpack") == "/tmp/unpack/"
     assert as_directory("ftp://u:p@host/in/") == "ftp://u:p@host/in/"
     assert as_directory("s3://bucket") == "s3://bucket/"
+    # 0.19's movers: a trailing slash, a bare bucket or an existing local directory is a directory
+    assert not names_a_file("ftp://u:p@host/in/") and not names_a_file("s3://bucket")
+    assert not names_a_file(str(tmp_path)) and not names_a_file(f"file://{tmp_path}")
+    assert names_a_file(f"{tmp_path}/missing") and names_a_file("s3://bucket/name")
     cfg = load(write(tmp_path / "m.ini", """
         [hrit]
         origin = /data/in/{platform_name}_{segment:3d}.dat
@@ -58,7 +62,7 @@ def test_copies_to_every_destination_publishes_and_deletes(tmp_path, sshd_server
     cfg = load(write(tmp_path / "move_it.ini", f"""
         [avhrr]
         origin = {src}/{{platform_name}}_{{number:03d}}.dat
-        destinations = file://{local_dst}
+        destinations = file://{local_dst}/
                        sftp://{sshd_server.user}@127.0.0.1:{sshd_server.port}{sftp_dir}/
         connection_parameters__ssh_private_key_file = {sshd_server.client_key}
         connection_parameters__known_hosts = {sshd_server.known_hosts}
@@ -70,7 +74,7 @@ def test_copies_to_every_destination_publishes_and_deletes(tmp_path, sshd_server
 
         [packed]
         origin = {packed}/{{name}}.bz2
-        destinations = ftp://{ftp_server.user}:{ftp_server.password}@127.0.0.1:{ftp_server.port}/unpacked
+        destinations = ftp://{ftp_server.user}:{ftp_server.password}@127.0.0.1:{ftp_server.port}/unpacked/
         compression = bzip
         working_directory = {tmp_path}/work
         topic = /packed
@@ -139,7 +143,7 @@ def test_console_script_with_polling(tmp_path):
     cfg = write(tmp_path / "move_it.ini", f"""
         [chain]
         origin = {src}/{{name}}.dat
-        destinations = {dst}/a/ file://{dst}/b
+        destinations = {dst}/a/ file://{dst}/b/
         topic = /moved
         delete = True
         watchdog_timeout = 0.2

@@ -19,7 +19,13 @@ import pytest
 from tests.daemons.conftest import Collector, DaemonProcess, free_port, load, running, script, wait_for, write
 from tests.daemons.test_dispatcher import Feed, sample
 from trollmoves.config import RetrySettings
-from trollmoves.s3downloader import S3Downloader, S3DownloaderOptions, object_location, published_data
+from trollmoves.s3downloader import (
+    S3Downloader,
+    S3DownloaderOptions,
+    object_keys,
+    object_location,
+    published_data,
+)
 
 BUCKET = "atms-sdr"
 
@@ -69,8 +75,12 @@ def downloader_config(tmp_path, s3_server, feed, publish_port=0, name="s3dl.yaml
 def test_locations_and_published_data():
     assert object_location("s3://atms-sdr/2024/05/06/SATMS_npp.h5", BUCKET) == (BUCKET, "2024/05/06/SATMS_npp.h5")
     assert object_location("s3://atms-sdr/dir/", BUCKET) is None
-    assert object_location("/local/file", BUCKET) is None
-    assert object_location("zip://a.nc::s3://atms-sdr/x.zip", BUCKET) is None
+    # other uris: 0.19's key, the base name of the uri's path in the configured bucket
+    assert object_location("/local/file", BUCKET) == (BUCKET, "file")
+    assert object_location("zip://a.nc::s3://atms-sdr/x.zip", BUCKET) == (BUCKET, "x.zip")
+    assert object_location("https://s3.example.com/atms-sdr/2024/a.h5", BUCKET) == (BUCKET, "a.h5")
+    assert object_keys("s3://atms-sdr/2024/a.h5", BUCKET) == (BUCKET, ["2024/a.h5", "a.h5"])
+    assert object_keys("s3://atms-sdr/a.h5", BUCKET) == (BUCKET, ["a.h5"])
     data = {"uri": "s3://b/k/name.h5", "uid": "s3://b/k/name.h5", "path": "b/k", "filename": "name.h5",
             "compress": "no", "tst": 1, "file_list": [], "platform_name": "npp", "filesystem": {"protocol": "s3"}}
     out = published_data(data, "/data/name.h5", 10, {"method": "xxh3_128", "value": "0"})
@@ -111,8 +121,9 @@ def test_downloads_announces_and_suppresses_duplicates_across_restarts(tmp_path,
                 feed.send("/s3/new-object", "file", satms)  # s3stalker's overlapping windows repeat objects
                 wait_for(lambda: sample(first, "trollmoves_duplicates_skipped_total", chain="s3downloader") == 1,
                          what="the repeated announcement skipped")
+                # the missing object, and the local path's 0.19 key (its base name in the bucket)
                 wait_for(lambda: sample(first, "trollmoves_transfers_failed_total", chain="s3downloader",
-                                        scheme="s3", reason="permanent") == 1, what="the missing object reported")
+                                        scheme="s3", reason="permanent") == 2, what="the missing objects reported")
         published = {m.data["uid"]: m for m in seen.of_type("file")}
         assert sorted(published) == ["GATMO_npp_d20240506_t0708.h5", "SATMS_npp_d20240506_t0708.h5",
                                      "part1.nc", "part2.nc"]

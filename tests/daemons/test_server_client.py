@@ -338,6 +338,7 @@ def test_console_scripts_reload_and_stop(dirs, tmp_path):
     client_ini = write(tmp_path / "client.ini", f"""
         [trollmoves]
         state_directory = {dirs['state']}
+        log_implementation = false
         [chain]
         providers = 127.0.0.1:{publish_port}
         destination = file://{dirs['dst']}/
@@ -352,6 +353,9 @@ def test_console_scripts_reload_and_stop(dirs, tmp_path):
         server.wait_log("Chain chain watching")
         client.wait_log("Chain chain following")
         assert "using compiled speedups" in server.log() or "using pure-Python twin" in server.log()
+        assert "move_it_client" in client.log() and "starting" in client.log()
+        assert "using compiled speedups" not in client.log() and "using pure-Python twin" not in client.log(), \
+            "[trollmoves] log_implementation = false"
         time.sleep(0.5)
         (dirs["src"] / "one.dat").write_bytes(b"1" * 100)
         wait_for(lambda: (dirs["dst"] / "one.dat").exists(), what="one.dat at the destination")

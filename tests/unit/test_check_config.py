@@ -87,12 +87,6 @@ EXPECTED = {
         "expected host:port[/topic]",
         "got 'foo'",
     ],
-    "client_xrit_without_decompressor.ini": [
-        "client_xrit_without_decompressor.ini",
-        "[hrit]",
-        "xritdecompressor",
-        "compression = xrit",
-    ],
     "client_missing_destination.ini": [
         "client_missing_destination.ini",
         "[hrit]",
@@ -232,3 +226,158 @@ def test_toml_twin_loads_to_equal_objects(original, twin):
     assert not expected.errors and not got.errors, expected.errors + got.errors
     assert expected.chains == got.chains
     assert (expected.daemon, expected.extra) == (got.daemon, got.extra)
+
+
+# --------------------------------------------------------------------------------------------------
+# Issue 13: transfer options typed at load, lenient where 0.19 was, kind detected from content
+# --------------------------------------------------------------------------------------------------
+
+def _check(tmp_path, name: str, text: str, *options: str) -> tuple[int, str]:
+    path = tmp_path / name
+    path.write_text(text)
+    code, out, err = run_cli(["trollmoves", "check-config", *options, str(path)])
+    assert "Traceback" not in out + err
+    return code, out
+
+
+SERVER_INI = "[chain]\norigin = /data/in/{name}\ntopic = /t\nrequest_port = 9094\n"
+
+
+@pytest.mark.parametrize(("line", "expected"), [
+    ("connection_parameters__retries = lots",
+     "ERROR server.ini [chain] connection_parameters__retries: expected an integer, got 'lots'"),
+    ("connection_parameters__connection_uptime = soon",
+     "ERROR server.ini [chain] connection_parameters__connection_uptime: expected a number, got 'soon'"),
+    ("connection_parameters__use_tmp_on_transfer = maybe",
+     "ERROR server.ini [chain] connection_parameters__use_tmp_on_transfer: expected a boolean"),
+    ("connection_parameters__buffer_size = big",
+     "ERROR server.ini [chain] connection_parameters__buffer_size: expected a size in bytes"),
+    ("connection_parameters__checksum = crc7",
+     "ERROR server.ini [chain] connection_parameters__checksum: expected one of"),
+    ("ssh_connection_timeout = later",  # a deprecated top-level key, typed as well
+     "ERROR server.ini [chain] ssh_connection_timeout: expected a number, got 'later'"),
+    ("connection_parameters__max_concurrency = -2",
+     "ERROR server.ini [chain] connection_parameters__max_concurrency: expected an integer >= 0, got '-2'"),
+])
+def test_connection_parameters_are_typed_at_load(tmp_path, line, expected):
+    """What the movers would reject at the first transfer is rejected by check-config (Ansible's validate:)."""
+    code, out = _check(tmp_path, "server.ini", SERVER_INI + line + "\n")
+    assert code == 1, out
+    assert any(row.startswith(expected) for row in out.splitlines()), out
+
+
+def test_every_bad_connection_parameter_is_reported_at_once(tmp_path):
+    code, out = _check(tmp_path, "server.ini", SERVER_INI + "connection_parameters__retries = lots\n"
+                       "connection_parameters__verify = perhaps\n")
+    assert code == 1
+    assert "[chain] connection_parameters__retries:" in out and "[chain] connection_parameters__verify:" in out
+
+
+@pytest.mark.parametrize(("name", "text", "expected"), [
+    ("move_it.ini", "[m]\norigin = /d/{name}\ndestinations = file:///out/\nconnection_parameters__retries = lots\n",
+     "ERROR move_it.ini [m] connection_parameters__retries: expected an integer, got 'lots'"),
+    ("mirror.ini", "[m]\nproviders = a:1\ndestination = file:///d/\norigin = /d/{name}\ntopic = /t\n"
+     "request_port = 9338\nconnection_parameters__num_ssh_retries = two\n",
+     "ERROR mirror.ini [m] connection_parameters__num_ssh_retries: expected an integer, got 'two'"),
+    ("server.toml", '[chain]\norigin = "/d/{name}"\ntopic = "/t"\n[chain.connection_parameters]\nretries = "lots"\n',
+     "ERROR server.toml [chain] connection_parameters.retries: expected an integer, got 'lots'"),
+    ("dispatch.yaml", "t:\n  host: sftp://h\n  connection_parameters: {retries: lots}\n"
+     "  dispatch_configs: [{topics: [/a]}]\n",
+     "ERROR dispatch.yaml [t] connection_parameters.retries: expected an integer, got 'lots'"),
+    ("s3downloader.yaml", "bucket: b\ns3_kwargs: {anon: sometimes}\n",
+     "ERROR s3downloader.yaml s3_kwargs.anon: expected a boolean"),
+])
+def test_every_kind_types_its_transfer_options(tmp_path, name, text, expected):
+    code, out = _check(tmp_path, name, text)
+    assert code == 1, out
+    assert any(row.startswith(expected) for row in out.splitlines()), out
+
+
+def test_unknown_connection_parameter_warns_and_is_an_error_for_an_s3_destination(tmp_path):
+    code, out = _check(tmp_path, "server.ini", SERVER_INI + "connection_parameters__retrys = 3\n")
+    assert code == 0 and "WARNING server.ini [chain] connection_parameters__retrys: unknown setting" in out
+    code, out = _check(tmp_path, "move_it.ini", "[m]\norigin = /d/{name}\ndestinations = s3://bucket/out/\n"
+                       "connection_parameters__retrys = 3\n")
+    assert code == 1 and "ERROR move_it.ini [m] connection_parameters__retrys: unknown setting: the S3 mover" in out
+
+
+@pytest.mark.parametrize(("name", "text"), [
+    # The original's own move_it example has an empty publish_port; 0.19 reads it as unset.
+    ("move_it.ini", "[m]\norigin = /d/{name}\ndestinations = file:///out/\npublish_port =\n"),
+    ("client.ini", "[c]\nproviders = a:1\ndestination = file:///d/\ntopic = /t\npublish_port =\n"),
+])
+def test_empty_publish_port_is_a_warning(tmp_path, name, text):
+    code, out = _check(tmp_path, name, text)
+    assert code == 0, out
+    assert "publish_port: empty value, treated as unset" in out and out.splitlines()[-1].startswith("OK ")
+
+
+def test_xrit_without_decompressor_is_a_warning(tmp_path):
+    code, out = _check(tmp_path, "client.ini", "[hrit]\nproviders = server1:9010\ndestination = file:///data/\n"
+                       "topic = /1b/hrit\ncompression = xrit\n")
+    assert code == 0, out
+    assert "WARNING client.ini [hrit] xritdecompressor: missing for compression = xrit" in out
+
+
+@pytest.mark.parametrize("password", ["p@ss", "a/b", "x:y:z", "h#sh", "all@/:#?%"])
+def test_login_password_with_url_characters_is_valid(tmp_path, password):
+    code, out = _check(tmp_path, "client.ini", "[c]\nproviders = a:1\ndestination = ftp://h/d/\ntopic = /t\n"
+                       f"login = user:{password}\n")
+    assert code == 0, out
+    assert password not in out
+
+
+REMOVE_IT = """[DEFAULT]
+mailhost = localhost
+to = operator@example.com
+subject = Cleanup Error on {hostname}
+
+[hrpt]
+base_dir = /data/prod/satellit/
+templates = hrpt/*,hrpt/*/*
+hours = 3
+"""
+FETCHER = """subscriber_config:
+  addresses: [tcp://127.0.0.1:40000]
+  nameserver: false
+publisher_config:
+  name: fetcher
+destination: /data/fetched
+"""
+
+
+@pytest.mark.parametrize(("name", "text", "looks_like"), [
+    ("remove_it.ini", REMOVE_IT, "a remove_it config"),
+    ("remove_it.cfg", REMOVE_IT, "a remove_it config"),
+    ("fetcher.yaml", FETCHER, "a pytroll-fetcher config"),
+    ("fetcher.yaml-template", FETCHER, "a pytroll-fetcher config"),
+    ("other.ini", "[section]\ncolour = blue\n", "an INI file whose sections have none of the keys"),
+    ("other.yaml", "colour: blue\n", "a YAML file with no dispatcher targets"),
+])
+def test_a_file_of_another_program_is_named_as_such(tmp_path, name, text, looks_like):
+    code, out = _check(tmp_path, name, text)
+    assert code == 1
+    lines = out.splitlines()
+    assert len(lines) == 1, out
+    assert lines[0].startswith(f"ERROR {tmp_path / name}: not a trollmoves daemon config (looks like {looks_like}")
+
+
+def test_kind_option_still_forces_a_kind_on_another_programs_file(tmp_path):
+    code, out = _check(tmp_path, "remove_it.ini", REMOVE_IT, "--kind", "server")
+    assert code == 1 and "ERROR remove_it.ini [hrpt] topic: missing required key" in out
+
+
+@pytest.mark.parametrize(("name", "kind"), [
+    ("dispatch.yaml-template", "dispatcher"),
+    ("dispatch.yml.j2", "dispatcher"),
+    ("dispatch.conf", "dispatcher"),
+    ("s3downloader.yaml-template", "s3downloader"),
+    ("server.ini-template", "server"),
+])
+def test_kind_and_format_come_from_the_content(tmp_path, name, kind):
+    """A template's extension is no INI/YAML extension: the content decides (issue 13)."""
+    source = {"dispatcher": EXAMPLES / "dispatch.yaml", "s3downloader": EXAMPLES / "s3downloader.yaml",
+              "server": EXAMPLES / "move_it_server.ini"}[kind]
+    code, out = _check(tmp_path, name, source.read_text())
+    assert code == 0, out
+    assert out.splitlines()[-1].startswith(f"OK {tmp_path / name}: {kind} config"), out

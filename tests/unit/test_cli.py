@@ -30,7 +30,7 @@ SERVER_OPTIONS = [
 ]
 ORIGINAL_OPTIONS = {
     "move_it_server.py": SERVER_OPTIONS,
-    "move_it_mirror.py": SERVER_OPTIONS,
+    "move_it_mirror.py": ["-p", "--port", *LOGGING],  # 0.19's mirror.parse_args: no backlog/watchdog options
     "move_it.py": SERVER_OPTIONS,
     "move_it_client.py": LOGGING,
     "dispatcher.py": ["-p", "--publish-port", "-n", "--publish-nameserver", *LOGGING],
