@@ -94,6 +94,14 @@ def quote_login(login: str) -> str:
     return quoted + colon + quote(password, safe="!$&'()*+,;=:") if colon else quoted
 
 
+def without_userinfo(url: str) -> str:
+    """The destination as 0.19 publishes it in ``push`` messages: no user, no password (host and port kept)."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
+
 def as_directory(path: str) -> str:
     """A client destination always names a directory, as in 0.19: ``/data/in/sub`` is ``/data/in/sub/``.
 
@@ -152,14 +160,19 @@ def verify_arrival(data: dict, destination: str, ftp_root: str, method: str) -> 
 
     The client's ``checksum`` key (default xxh3_128; ``none`` switches verification off) names
     the method it verifies with: an announcement carrying a checksum of that method (our
-    servers' default) is verified on arrival when the destination is on this host (``file://``,
-    or FTP/SFTP/SCP to a local name, under ``ftp_root`` for FTP). A corrupt copy is removed so
-    that it is never taken for the file; announcements from 0.19 servers carry no checksum.
+    servers' default) is verified on arrival when the delivered file is visible here: a
+    ``file://`` destination, or FTP to a local name with ``ftp_root`` set (the local directory the
+    FTP server serves, as 0.19 uses it for unpacking). SFTP/SCP paths may be chrooted, so they are
+    not read here. A corrupt copy is removed so that it is never taken for the file;
+    announcements from 0.19 servers carry no checksum.
     """
     if not method or method == "none":
         return None
     parts = urlsplit(destination)
-    if parts.scheme not in ("", "file") and (parts.scheme == "s3" or not is_local_host(parts.hostname)):
+    if parts.scheme == "ftp":
+        if ftp_root in ("", "/") or not is_local_host(parts.hostname):
+            return None
+    elif parts.scheme not in ("", "file"):
         return None
     root = ftp_root if parts.scheme == "ftp" else "/"
     for entry in messaging.entries_with(data, "uid"):
@@ -559,7 +572,7 @@ class FollowedChain:
         request_data = dict(data)
         request_data["destination"] = destination
         public = dict(data)
-        public["destination"] = public_destination
+        public["destination"] = without_userinfo(public_destination)
         self._publish(messaging.make_message(source.subject, "push", public))
         request_address = str(data["request_address"])
         scheme = scheme_label(urlsplit(destination).scheme)

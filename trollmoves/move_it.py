@@ -100,6 +100,8 @@ def message_data(chain: MoveItChain, fields: dict, destination: str, copied: str
     data.update(fields)
     if result is not None:  # the path actually written (the destination may name the file)
         uri = urlsplit(result.destination).path
+        if not urlsplit(destination).path:  # s3://bucket, ftp://host: 0.19's join("", name) is relative
+            uri = uri.lstrip("/")
     else:
         uri = os.path.join(urlsplit(destination).path, os.path.basename(copied))
     data["uri"] = uri

@@ -22,6 +22,7 @@ files announced while they were away.
 from __future__ import annotations
 
 import bz2
+import contextlib
 import datetime as dt
 import heapq
 import logging
@@ -249,9 +250,15 @@ def decompress(path: str, method: str, working_directory: str | None, prog: str)
     if method == "bzip":
         target = os.path.join(workdir, name[:-4] if name.endswith(".bz2") else name + ".out")
         tmp = os.path.join(workdir, "." + os.path.basename(target) + ".tmp")
-        with bz2.open(path, "rb") as src, open(tmp, "wb") as dst:
-            shutil.copyfileobj(src, dst, 1 << 20)
-        os.replace(tmp, target)
+        try:
+            with bz2.open(path, "rb") as src, open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+            os.replace(tmp, target)
+        except BaseException:
+            # a corrupt archive (or a full disk) leaves nothing behind in the working directory
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+            raise
         return target
     # xrit: the decompressor writes <name with C_ -> __> into its working directory
     target_name = name[:-2] + "__" if name.endswith("C_") else name
