@@ -22,6 +22,7 @@ import heapq
 import itertools
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -32,7 +33,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 from trollsift import compose
 
-from trollmoves import messaging
+from trollmoves import confine, messaging
 from trollmoves.chains import reload_chains
 from trollmoves.config import ClientChain, Config
 from trollmoves.matching import Composer
@@ -49,11 +50,29 @@ SERVER_HEARTBEAT_SUBJECT = "/heartbeat/move_it_server"
 PROVIDER_SEEN_PERSIST_INTERVAL = 5.0
 CATCH_UP_MARGIN = 30.0
 REJOIN_GRACE = 1.0
+MAX_WARNED_REQUEST_ADDRESSES = 1000  # distinct bad request addresses warned about per chain (then debug)
+_REQUEST_ADDRESS = re.compile(r"(?:tcp://)?"  # host name or IPv4, or [IPv6]; then the port
+                              r"(?:[A-Za-z0-9][A-Za-z0-9._-]{0,252}|\[[0-9A-Fa-f:.]{2,45}\]):([0-9]{1,5})")
 
 
 # --------------------------------------------------------------------------------------------------
 # Pure helpers (message shapes of the original)
 # --------------------------------------------------------------------------------------------------
+
+def usable_request_address(value: Any) -> str | None:
+    """``value`` if it is a ``host:port`` (optionally ``tcp://``) a request can be sent to, else None.
+
+    The address comes from a peer's announcement: a word, a number, null, a list or a zmq
+    endpoint with extras (``;source``) would make zmq's connect raise, which used to leave the
+    file's pending entry started forever. Checked once here, before anything is recorded.
+    """
+    if not isinstance(value, str):
+        return None
+    match = _REQUEST_ADDRESS.fullmatch(value)
+    if match is None or not 0 < int(match.group(1)) < 65536:
+        return None
+    return value
+
 
 def collect_uids(data: Any) -> list[str]:
     """Every ``uid`` of an announcement (top level, dataset and collection entries)."""
@@ -265,6 +284,7 @@ class Pending:
     other_client_push_at: float | None = None
     first_seen: float = field(default_factory=time.time)
     attempts: int = 0
+    given_up: bool = False  # fast retries exhausted: retried every ``retry_given_up_interval`` s
 
 
 class FollowedChain:
@@ -287,9 +307,11 @@ class FollowedChain:
         self.provider_min_interval: dict[str, float] = {}
         self.request_addresses_by_provider: dict[str, set[str]] = {}
         self._seen_request_addresses: set[str] = set()
+        self._warned_request_addresses: set[str] = set()
         self._persisted_seen: dict[str, float] = {}
         self.started_at = time.time()
         self.composer = Composer(chain.destination)
+        self.template_fields = confine.template_fields(chain.destination)
         self._requesters: dict[str, messaging.Requester] = {}
         self._requesters_lock = threading.Lock()
         self.subscriber: messaging.Subscriber | None = None
@@ -318,6 +340,8 @@ class FollowedChain:
         self._resume_pending()
         if chain.catch_up:
             for request_address, last_seen in self.state.providers(chain.name).items():
+                if usable_request_address(request_address) is None:
+                    continue
                 self._seen_request_addresses.add(request_address)
                 self.workers.submit(self.catch_up, request_address, last_seen - CATCH_UP_MARGIN)
 
@@ -344,6 +368,8 @@ class FollowedChain:
         """At scrape time: files waiting for a retry, and since when the oldest is waiting."""
         with self.lock:
             waiting = [e.first_seen for e in self.pending.values() if e.attempts and not e.started]
+            given_up = sum(1 for e in self.pending.values() if e.given_up)
+        self.metrics.given_up_files.labels(self.chain.name).set(given_up)
         self.metrics.retry_queue_length.labels(self.chain.name).set(len(waiting))
         self.metrics.retry_queue_oldest.labels(self.chain.name).set(min(waiting, default=0))
 
@@ -431,8 +457,9 @@ class FollowedChain:
                                        and "request_address" not in data):
             self._other_client_done(key, uids)
         elif message.type in ("file", "dataset", "collection") and "request_address" in data:
-            self.request_addresses_by_provider.setdefault(address, set()).add(str(data["request_address"]))
             self.on_announcement(message, key)
+            if usable_request_address(data["request_address"]) is not None:
+                self.request_addresses_by_provider.setdefault(address, set()).add(data["request_address"])
         else:
             logger.debug("Chain %s: ignoring a %s message", self.chain.name, message.type)
 
@@ -454,7 +481,15 @@ class FollowedChain:
     def on_announcement(self, message: messaging.Message, key: str, from_catch_up: bool = False) -> bool:
         """Request the file(s) of an announcement unless handled or pending; True if newly requested."""
         chain = self.chain
-        request_address = str(message.data["request_address"])
+        try:
+            self._check_confined(message.data)
+        except confine.ConfinementError as exc:
+            self.refuse_escape("announcement", exc)
+            return False
+        request_address = usable_request_address(message.data.get("request_address"))
+        if request_address is None:
+            self._reject_request_address(message)
+            return False
         self._note_provider(request_address)
         if self.state.is_handled(chain.name, key):
             self.metrics.duplicates_skipped.labels(chain.name).inc()
@@ -480,6 +515,24 @@ class FollowedChain:
         self.state.add_pending(chain.name, key, {"subject": message.subject, "type": message.type,
                                                  "data": jsonable(message.data)})
         return True
+
+    def _reject_request_address(self, message: messaging.Message) -> None:
+        """Count an announcement whose ``request_address`` is unusable; one WARNING per distinct value.
+
+        Such an announcement never becomes a pending entry, so a genuine announcement of the same
+        file from a good server is requested as usual. Warned values are bounded per chain: a
+        hostile publisher cannot flood the log or grow memory with new ones.
+        """
+        self.metrics.messages_malformed.labels(self.chain.name).inc()
+        shown = repr(message.data.get("request_address"))[:100]
+        if shown in self._warned_request_addresses:
+            logger.debug("Chain %s: ignoring another announcement with request_address %s", self.chain.name,
+                         shown)
+            return
+        if len(self._warned_request_addresses) < MAX_WARNED_REQUEST_ADDRESSES:
+            self._warned_request_addresses.add(shown)
+        logger.warning("Chain %s: ignoring an announcement of %s with an unusable request_address %s "
+                       "(not host:port)", self.chain.name, ", ".join(collect_uids(message.data))[:200], shown)
 
     def _note_provider(self, request_address: str) -> None:
         now = time.time()
@@ -520,7 +573,13 @@ class FollowedChain:
         while index < len(entry.sources) and not self._stop.is_set():
             source = entry.sources[index]
             index += 1
-            success = self._request_push(source)
+            try:
+                success = self._request_push(source)
+            except Exception:  # noqa: BLE001 - one failing source must not leave the entry started forever
+                logger.exception("Chain %s: requesting %s from %s failed", chain.name,
+                                 ", ".join(collect_uids(source.data)),
+                                 repr(source.data.get("request_address"))[:100])
+                success = None
             if success is not None:
                 break
         if success is not None:
@@ -550,8 +609,37 @@ class FollowedChain:
                     self.pending[key] = entry
                 self.client.scheduler.call_later(delay, lambda: self.workers.submit(self.fetch, key))
             else:
-                logger.error("Chain %s: could not get a working source for %s; giving up after %d attempts "
-                             "(kept as pending in the state store)", chain.name, uids, entry.attempts)
+                self._give_up(key, entry, uids)
+
+    def _give_up(self, key: str, entry: Pending, uids: str) -> None:
+        """After the fast retries: keep the file visible as pending and retry it slowly, until it expires.
+
+        A file given up on used to be forgotten until a restart (health said ``pending: 0``); now it
+        stays in ``pending`` (health, ``trollmoves_retry_queue_length``, ``trollmoves_given_up_files``)
+        and is requested every ``retry_given_up_interval`` s, until it arrives or is older than the
+        state store's age bound (``max_age``), after which its pending row would be pruned anyway.
+        """
+        chain = self.chain
+        if time.time() - entry.first_seen >= self.state.max_age:
+            logger.error("Chain %s: %s expired after %d attempts: older than the state store's age bound "
+                         "(%.0f s); no longer requested", chain.name, uids, entry.attempts, self.state.max_age)
+            self.state.remove_pending(chain.name, key)
+            return
+        interval = chain.retry_given_up_interval
+        first = not entry.given_up
+        entry.given_up = True
+        entry.started = False
+        with self.lock:
+            self.pending[key] = entry
+        if first:
+            logger.error("Chain %s: could not get a working source for %s; giving up fast retries after %d "
+                         "attempts (kept as pending; %s)", chain.name, uids, entry.attempts,
+                         f"retried every {interval:g} s" if interval else "retried at restart")
+        else:
+            logger.warning("Chain %s: %s still not delivered after %d attempts; next retry in %g s", chain.name,
+                           uids, entry.attempts, interval)
+        if interval:
+            self.client.scheduler.call_later(interval, lambda: self.workers.submit(self.fetch, key))
 
     def _request_push(self, source: messaging.Message) -> tuple[messaging.Message, messaging.Message] | None:
         chain = self.chain
@@ -647,8 +735,11 @@ class FollowedChain:
         """The final message: URIs at the destination, ``origin`` = the server, unpacked if configured."""
         chain = self.chain
         data = dict(reply.data) if isinstance(reply.data, dict) else dict(source.data)
-        destination = data.pop("destination", None) or compose_destination(self.composer, source.data, None)[1]
-        destination = strip_password(destination)
+        try:
+            destination = self._confined_reply(source, data)
+        except confine.ConfinementError as exc:
+            self.refuse_escape("reply", exc)
+            return source.type, None
         origin = data.pop("request_address", None) or source.data.get("request_address")
         if not chain.backup_targets:
             data.pop("backup_targets", None)
@@ -666,6 +757,37 @@ class FollowedChain:
         replace_metadata(data, dict(chain.replace_mda))
         return atype, data
 
+    def _check_confined(self, data: dict) -> None:
+        """Refuse an announcement whose uids or destination-template fields would leave the destination.
+
+        The uid is joined to the destination (and published), the fields are composed into it: a
+        provider must not make the client create directories or name files outside it.
+        """
+        confine.check_announcement(collect_uids(data), data, self.template_fields)
+
+    def _confined_reply(self, source: messaging.Message, data: dict) -> str:
+        """The reply's destination (without password) after checking it and every uid stay in ours.
+
+        A provider's reply decides where the client looks for, unpacks and deletes files; a rogue
+        one could name ``/elsewhere/victim.tar``, ``../x.tar`` or another destination.
+        """
+        own = strip_password(compose_destination(self.composer, source.data, None)[1])
+        destination = data.pop("destination", None) or own
+        if not isinstance(destination, str):
+            raise confine.ConfinementError(f"reply destination {str(destination)[:200]!r} is not a URL")
+        destination = strip_password(destination)
+        if not confine.within_path(
+                confine.location(destination).path, confine.location(own).path):
+            raise confine.ConfinementError(f"reply destination {str(destination)[:200]!r} leaves {own}")
+        for entry in messaging.entries_with(data, "uid"):
+            confine.check_relative(str(entry["uid"]), "uid")
+        return destination
+
+    def refuse_escape(self, what: str, exc: confine.ConfinementError) -> None:
+        """One WARNING and the ``path_escape`` refusal metric: nothing is requested, written or deleted."""
+        self.metrics.requests_refused.labels(self.chain.name, "path_escape").inc()
+        logger.warning("Chain %s: refused a %s (path_escape): %s", self.chain.name, what, str(exc)[:400])
+
     def _unpack(self, data: dict, entries: list[dict], destination: str, atype: str) -> str:
         chain = self.chain
         directory = local_directory(destination, chain.ftp_root) or ""
@@ -673,9 +795,10 @@ class FollowedChain:
             uid = str(entry["uid"])
             if not wants_unpacking(uid, chain.compression):
                 continue
-            results = unpack(os.path.join(directory, uid), chain.compression,
+            results = unpack(confine.confined_join(directory, uid, "uid"), chain.compression,
                              xritdecompressor=chain.xritdecompressor, block_size=chain.block_size,
-                             delete=chain.delete)
+                             delete=chain.delete, max_ratio=chain.unpack_max_ratio,
+                             max_size=chain.unpack_max_size)
             if len(results) == 1:
                 entry["uid"] = os.path.basename(results[0])
                 entry["uri"] = make_uri(destination, os.path.relpath(results[0], directory))
@@ -757,6 +880,8 @@ class FollowedChain:
             except (KeyError, MessageDecodeError):
                 self.state.remove_pending(self.chain.name, key)
                 continue
+            if usable_request_address(message.data.get("request_address")) is None:
+                self.state.remove_pending(self.chain.name, key)  # recorded before the check existed
             logger.info("Chain %s: resuming the pending request of %s", self.chain.name,
                         ", ".join(collect_uids(message.data)))
             self.on_announcement(message, key, from_catch_up=True)
@@ -883,7 +1008,9 @@ class Client:
         for name, followed in self.chains.items():
             silent = min((now - t for t in followed.provider_last_heard.values()), default=None)
             chains[name] = {"listening": followed._thread is not None and followed._thread.is_alive(),
-                            "pending": len(followed.pending), "seconds_since_last_message": silent}
+                            "pending": len(followed.pending),
+                            "given_up": sum(1 for e in list(followed.pending.values()) if e.given_up),
+                            "seconds_since_last_message": silent}
         return {"chains": chains, "ok": all(c["listening"] for c in chains.values())}
 
     def fatal_error(self) -> str | None:

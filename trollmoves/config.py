@@ -115,6 +115,19 @@ def to_nonneg_int(value: Any) -> int:
     return number
 
 
+_SIZE_UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 2**10, "kib": 2**10, "m": 2**20, "mb": 2**20, "mib": 2**20,
+               "g": 2**30, "gb": 2**30, "gib": 2**30, "t": 2**40, "tb": 2**40, "tib": 2**40}
+
+
+def to_byte_size(value: Any) -> int:
+    """A size in bytes: ``1048576``, ``100 MiB``, ``10G`` (binary units; 0 means no limit)."""
+    text = "" if isinstance(value, bool) else str(value)
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
+    if not match or match.group(2).lower() not in _SIZE_UNITS:
+        raise Invalid("expected a size in bytes, e.g. 1048576, 100 MiB or 10 GiB")
+    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
+
+
 def to_float(value: Any) -> float:
     if isinstance(value, bool):
         raise Invalid("expected a number")
@@ -195,7 +208,25 @@ def to_template(value: Any) -> str:
     if "://" in text and scheme.lower() not in DESTINATION_SCHEMES:
         raise Invalid(f"expected a destination URL with scheme in {', '.join(s for s in DESTINATION_SCHEMES if s)}"
                       f" (got scheme '{scheme}')")
+    _check_userinfo(text)
     return text
+
+
+def _check_userinfo(url: str) -> None:
+    """Refuse a password whose ``#``, ``?`` or ``/`` would end the URL's user-info early.
+
+    ``ftp://alice:pa#ss@host/`` means password ``pa#ss`` to a reader, but to ``urlsplit`` (client,
+    server, 0.19 alike) ``pa`` is a port and ``ss@host/`` a fragment: the transfer fails, and the
+    password was published in ``push`` messages. The redaction still recognises such a user-info;
+    when it does and ``urlsplit`` sees none, the two disagree and the URL is refused.
+    """
+    from trollmoves.redact import redact
+
+    if "@" in urlsplit(url).netloc or redact(url) == url:
+        return
+    raise Invalid("expected a URL whose password has '#', '?' and '/' percent-encoded (%23, %3F, %2F; "
+                  "or use the login key): unencoded, they end the user-info early and the password leaks",
+                  got=redact(url))
 
 
 def to_url_list(value: Any) -> tuple[str, ...]:
@@ -549,11 +580,18 @@ class ClientChain:
     xritdecompressor: str | None = key(to_nonempty_str)
     block_size: int = key(to_nonneg_int, 1024)
     delete: bool = key(to_bool, False)
+    unpack_max_ratio: float = key(to_nonneg_float, 100.0, doc="refuse an archive expanding beyond this many "
+                                  "times its size (never below 1 MiB; 0: no ratio cap)")
+    unpack_max_size: int = key(to_byte_size, 10 * 2**30, doc="refuse an archive expanding beyond this size "
+                               "(e.g. 10 GiB; 0: no size cap)")
     req_timeout: float = key(to_nonneg_float, 1.0)
     transfer_req_timeout: float = key(to_nonneg_float, 10.0)
     working_directory: str | None = key(to_nonempty_str)
     checksum: str = key(to_checksum, "xxh3_128")
     catch_up: bool = key(to_bool, True, doc="ask providers for files announced while away")
+    retry_given_up_interval: float = key(to_nonneg_float, 300.0, doc="s between retries of a file whose fast "
+                                         "retries failed, until it arrives or the state store's age bound "
+                                         "(7 days) expires it; 0: only at restart")
     curve_secret_key_file: str | None = key(to_existing_file, doc="CURVE: this client's key pair")
     curve_server_public_key_file: str | None = key(to_existing_file, doc="CURVE: the servers' public key")
     replace_mda: Mapping[str, str] = key(lambda v: v, EMPTY_MAPPING, doc="other keys: metadata replacement")

@@ -40,7 +40,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from trollsift import compose
 
-from trollmoves import messaging
+from trollmoves import confine, messaging
 from trollmoves.conditions import check_conditions, matches_topics
 from trollmoves.config import Config, DispatchConfig, DispatchTarget, RetrySettings, SubscriberSettings
 from trollmoves.errors import MessageDecodeError, TransferError
@@ -125,7 +125,8 @@ def file_creation_time(path: str) -> dt.datetime | None:
 
 def compose_destination(target: DispatchTarget, dispatch_config: DispatchConfig, data: Mapping[str, Any],
                         path: str) -> str:
-    """The destination URL of one file for one target; raises KeyError/ValueError on a bad template.
+    """The destination URL of one file for one target; raises KeyError/ValueError on a bad template
+    (and confine.ConfinementError, a ValueError, for a field holding ``..`` or a leading ``/``).
 
     ``host``, ``directory`` and ``filepattern`` come from the target, overridden by the
     matching dispatch config. The default file name is the source's base name, used
@@ -138,6 +139,9 @@ def compose_destination(target: DispatchTarget, dispatch_config: DispatchConfig,
     created = file_creation_time(path)
     if created is not None:
         metadata["file_creation_time"] = created
+    for template in (directory, filepattern):  # a message field must not move the file out of the target
+        for field in confine.template_fields(template or ""):
+            confine.check_field(metadata.get(field), f"field {field!r}")
     directory_part = compose(directory, metadata) if directory else ""
     name = compose(filepattern, metadata) if filepattern else os.path.basename(path)
     full_path = os.path.join(directory_part, name)

@@ -9,6 +9,9 @@ is posttroll's, byte for byte); this module absorbs posttroll's pitfalls
 * high-water marks are set deliberately (zmq's default of 1000 drops bursts), and
   messages a publisher could not queue are counted, not silently lost;
 * a malformed message is counted and skipped, it never ends a receive loop;
+* request, reply and subscription sockets refuse messages above ``max_message_size``
+  (zmq.MAXMSGSIZE, 16 MiB by default: far above any real announcement, even of a
+  large dataset): zmq drops the sender's connection before anything is decoded;
 * ``uid`` and ``uri`` stay strings (posttroll turns ISO-like strings into datetimes);
 * no module-level state: every socket belongs to an object that a test can create
   twice in one process and close.
@@ -49,13 +52,14 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_SNDHWM = 100_000
 DEFAULT_RCVHWM = 100_000
+DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024  # bytes; zmq.MAXMSGSIZE of every receiving socket
 HEARTBEAT_INTERVAL = 30
 _STRING_KEYS = ("uid", "uri")
 
 __all__ = [
     "Message", "MessageError", "MessageDecodeError", "Publisher", "Subscriber", "RequestServer",
     "Requester", "decode", "encode", "make_message", "lookup_addresses", "magickfy_topics",
-    "heartbeat_subject", "own_ip", "NameServerThread",
+    "heartbeat_subject", "own_ip", "NameServerThread", "shorten",
 ]
 
 
@@ -166,6 +170,12 @@ def decode(raw: str | bytes) -> Message:
     Same splitting, version check, time and payload rules, and the same datetimes
     in the data; every failure (including the ValueError/IndexError posttroll lets
     escape for a bad time or a missing payload) becomes MessageDecodeError.
+
+    This is the one decode path of every receiver (subscriptions, request ports,
+    replies), and a peer controls its input: whatever the decoder raises on it
+    (RecursionError for deeply nested JSON, OverflowError or MemoryError from
+    absurd values, ...) is a malformed message, never an exception that would end
+    a receive loop or lose the other requests of a batch.
     """
     try:
         if isinstance(raw, bytes):
@@ -204,7 +214,7 @@ def decode(raw: str | bytes) -> Message:
                 raise MessageError(f"Unknown mime-type '{mimetype}'")
         if not subject or not atype or not sender:
             raise MessageError(f"Invalid subject, type or sender: {subject!r} {atype!r} {sender!r}")
-    except (MessageError, ValueError, IndexError, TypeError, UnicodeError) as exc:
+    except Exception as exc:  # noqa: BLE001 - see the docstring: any failure on peer input is malformed input
         shown = raw[:120] if isinstance(raw, str) else repr(raw[:120])
         raise MessageDecodeError(f"malformed message ({exc.__class__.__name__}: {str(exc)[:120]}): {shown}") \
             from None
@@ -212,6 +222,22 @@ def decode(raw: str | bytes) -> Message:
     message.__dict__.update(subject=subject, type=atype, sender=sender, time=time, version=version, data=data,
                             binary=binary)
     return message
+
+
+MAX_ECHO = 300
+
+
+def shorten(text: object, limit: int = MAX_ECHO) -> str:
+    """``str(text)``, cut to ``limit`` characters with an ellipsis and the full length.
+
+    Whatever a peer sent may be echoed in a reply or a log line, but never at its
+    full size: a 50 MB field must not become a 50 MB ``err`` reply or WARNING line.
+    Redact before shortening (a cut URL could hide its ``@`` from the redaction).
+    """
+    text = str(text)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text)} characters)"
 
 
 def entries_with(data: Any, key: str) -> list[dict]:
@@ -498,10 +524,11 @@ class Subscriber:
     def __init__(self, addresses: Iterable[str] = (), topics: str | Iterable[str] = "",
                  rcvhwm: int = DEFAULT_RCVHWM,
                  on_malformed: Callable[[MessageDecodeError], None] | None = None,
-                 curve: CurveClientKeys | None = None):
+                 curve: CurveClientKeys | None = None, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE):
         self.topics = magickfy_topics(topics)
         self.curve = curve
         self.rcvhwm = rcvhwm
+        self.max_message_size = max_message_size
         self.on_malformed = on_malformed
         self.malformed = 0
         self._sockets: dict[str, zmq.Socket] = {}
@@ -516,7 +543,7 @@ class Subscriber:
     def add(self, address: str, topics: str | Iterable[str] | None = None) -> None:
         if address in self._sockets:
             return
-        options = {zmq.RCVHWM: self.rcvhwm, zmq.LINGER: 0}
+        options = {zmq.RCVHWM: self.rcvhwm, zmq.LINGER: 0, zmq.MAXMSGSIZE: self.max_message_size}
         sock = _client_socket(zmq.SUB, address, options, self.curve)
         for topic in magickfy_topics(topics) if topics is not None else self.topics:
             sock.setsockopt_string(zmq.SUBSCRIBE, topic)
@@ -586,8 +613,9 @@ class RequestServer:
     """
 
     def __init__(self, port: int, bind_address: str = "*", rcvhwm: int = 10_000,
-                 curve: CurveServerKeys | None = None):
+                 curve: CurveServerKeys | None = None, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE):
         self.requested_port = port
+        self.max_message_size = max_message_size
         self.curve = curve
         self._binding: SecureBinding | None = None
         self.bind_address = bind_address or "*"
@@ -600,7 +628,8 @@ class RequestServer:
         self._owner: int | None = None
 
     def start(self) -> RequestServer:
-        options = {zmq.RCVHWM: self.rcvhwm, zmq.LINGER: 100, zmq.ROUTER_MANDATORY: 0}
+        options = {zmq.RCVHWM: self.rcvhwm, zmq.LINGER: 100, zmq.ROUTER_MANDATORY: 0,
+                   zmq.MAXMSGSIZE: self.max_message_size}
         try:
             self._socket, self.port, self._binding = _server_socket(
                 zmq.ROUTER, _tcp(self.bind_address, self.requested_port), options, self.curve)
@@ -706,8 +735,9 @@ class Requester:
     """
 
     def __init__(self, address: str, curve: CurveClientKeys | None = None, pooled: bool = False,
-                 max_idle: int = 8):
+                 max_idle: int = 8, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE):
         self.address = address if address.startswith("tcp://") else f"tcp://{address}"
+        self.max_message_size = max_message_size
         self.curve = curve
         self.pooled = pooled
         self.max_idle = max_idle
@@ -758,7 +788,8 @@ class Requester:
         with self._lock:
             if self._idle:
                 return self._idle.pop()
-        return _client_socket(zmq.DEALER, self.address, {zmq.LINGER: 0}, self.curve)
+        options = {zmq.LINGER: 0, zmq.MAXMSGSIZE: self.max_message_size}
+        return _client_socket(zmq.DEALER, self.address, options, self.curve)
 
     def _checkin(self, sock, reusable: bool) -> None:
         if reusable and self.pooled:

@@ -45,7 +45,7 @@ logger = logging.getLogger(__name__)
 SCHEMES = ("file", "ftp", "scp", "sftp", "s3")
 REQUEST_TYPES = ("push", "ack", "info", "ping", "unknown")
 REFUSAL_REASONS = ("not_announced", "outside_origin", "pattern_mismatch", "destination_not_allowed",
-                   "malformed", "unauthenticated")
+                   "malformed", "unauthenticated", "path_escape")
 FAILURE_REASONS = ("transient", "permanent", "refused", "timeout", "error", "checksum")
 MESSAGE_TYPES = ("file", "dataset", "collection", "push", "ack", "beat", "other")
 POOL_STATES = ("idle", "leased")
@@ -135,6 +135,8 @@ class Metrics:
         self.retry_queue_oldest = Gauge("trollmoves_retry_queue_oldest_timestamp_seconds",
                                         "Enqueue time of the oldest item waiting for a retry (0 if none)",
                                         ["chain"], registry=reg)
+        self.given_up_files = Gauge("trollmoves_given_up_files", "Files whose fast retries failed, retried "
+                                    "slowly until they arrive or expire", ["chain"], registry=reg)
         self.last_transfer = Gauge("trollmoves_last_transfer_timestamp_seconds",
                                    "Time of the last successful transfer (0 if none yet)", ["chain"], registry=reg)
         self.last_heartbeat = Gauge("trollmoves_last_heartbeat_timestamp_seconds",
@@ -158,8 +160,8 @@ class Metrics:
                 self.transfers_succeeded, self.transfers_failed, self.transferred_bytes, self.transfer_duration,
                 self.arrival_latency, self.messages_received, self.messages_malformed, self.messages_published,
                 self.messages_dropped, self.files_received, self.duplicates_skipped, self.retries,
-                self.retry_queue_length, self.retry_queue_oldest, self.last_transfer, self.last_heartbeat,
-                self.watcher_restarts, self.catch_up_files)
+                self.retry_queue_length, self.retry_queue_oldest, self.given_up_files, self.last_transfer,
+                self.last_heartbeat, self.watcher_restarts, self.catch_up_files)
 
     @property
     def chains(self) -> frozenset[str]:
@@ -180,7 +182,8 @@ class Metrics:
                         self.duplicates_skipped, self.retries, self.catch_up_files, self.messages_dropped,
                         self.watcher_restarts):
             counter.labels(chain)
-        for gauge in (self.retry_queue_length, self.retry_queue_oldest, self.last_transfer, self.last_heartbeat):
+        for gauge in (self.retry_queue_length, self.retry_queue_oldest, self.given_up_files,
+                      self.last_transfer, self.last_heartbeat):
             gauge.labels(chain)
         self.arrival_latency.labels(chain)
         for atype in REQUEST_TYPES:

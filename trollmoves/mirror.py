@@ -33,7 +33,7 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
-from trollmoves import messaging
+from trollmoves import confine, messaging
 from trollmoves.client import (
     CATCH_UP_MARGIN,
     PROVIDER_SEEN_PERSIST_INTERVAL,
@@ -234,6 +234,13 @@ class MirroredChain(ServedChain):
     def relay_upstream(self, message: messaging.Message) -> bool:
         """Re-announce an upstream announcement unless its file is known already; True if relayed."""
         data = message.data
+        try:  # the mirror composes its destination from these fields and joins the uids to it
+            confine.check_announcement(collect_uids(data), data, confine.template_fields(self.chain.destination))
+        except confine.ConfinementError as exc:
+            self.metrics.requests_refused.labels(self.chain.name, "path_escape").inc()
+            logger.warning("Mirror chain %s: refused an announcement (path_escape): %s", self.chain.name,
+                           str(exc)[:400])
+            return False
         self._note_upstream(str(data["request_address"]))
         first_path = upstream_path(data)
         if first_path is None:

@@ -11,7 +11,8 @@ matches the full pattern (the original compared base names only); requests are
 answered at once (no 100 ms sleep); a push already in progress for the same file
 and destination is joined, not started again, and a push that already completed
 is answered from a cache (so a resent request or a hot-spare's retry never
-transfers twice); transfers run in a bounded worker pool; two chains on one
+transfers twice) while its local copy is still there, or for a remote destination
+within ``PUSHED_CACHE_TTL``; transfers run in a bounded worker pool; two chains on one
 request port are refused at config load.
 
 Beyond the original, ``info`` requests with ``{"catch_up": {"since": <epoch>}}``
@@ -42,7 +43,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from trollmoves import messaging
+from trollmoves import confine, messaging
 from trollmoves.chains import reload_chains
 from trollmoves.config import Config, ServerChain, thaw
 from trollmoves.errors import MessageDecodeError, RequestError, TransferError
@@ -60,6 +61,8 @@ REJOIN_GRACE = 1.0
 BACKLOG_SETTLE = 1.0  # s a file found at start must stay unchanged before it is announced (if it is that new)
 SERVABLE_AFTER_HISTORY = 200_000
 LISTEN_LOOKUP_INTERVAL = 2.0  # s between nameserver look-ups of a listen chain following new publishers
+PUSHED_CACHE_TTL = 60.0  # s a completed push to a remote destination answers a repeated request (no transfer)
+PUSHED_CACHE_SIZE = 10_000
 
 
 @dataclass(frozen=True)
@@ -161,6 +164,49 @@ def standalone_archive_data(path: str, protocol: str, fields: dict, info: dict) 
     data.update(info)
     data.update(fields)
     return data
+
+
+class BadRequest(ValueError):
+    """A request with values the server cannot use: the client's mistake, not a bug of ours.
+
+    It is answered ``err`` and logged as one WARNING line, never with a traceback
+    (a client repeating it must not fill the log).
+    """
+
+
+def catch_up_window(catch_up: dict) -> tuple[float, int]:
+    """(since, limit) of an ``info`` request's ``catch_up``: epoch seconds and at most 10,000 announcements.
+
+    Values a client can send wrongly (``since: 'yesterday'``, ``max_count: 'x'``, a
+    list, an int too large for a float) raise BadRequest naming the field; a
+    negative ``max_count`` means none.
+    """
+    since = catch_up.get("since", 0)
+    try:
+        since = since.timestamp() if isinstance(since, dt.datetime) else float(since or 0)
+    except (TypeError, ValueError, OverflowError, OSError):
+        raise BadRequest(f"catch_up.since must be a number of seconds since the epoch or a time, not "
+                         f"{messaging.shorten(repr(since), 80)}") from None
+    count = catch_up.get("max_count", 10_000)
+    try:
+        limit = int(count)
+    except (TypeError, ValueError, OverflowError):
+        raise BadRequest(f"catch_up.max_count must be an integer, not {messaging.shorten(repr(count), 80)}") \
+            from None
+    return since, max(0, min(limit, 10_000))
+
+
+def bounded_reply(reply: messaging.Message) -> messaging.Message:
+    """An ``err``/``error`` reply with its text shortened (messaging.shorten).
+
+    Error texts quote what the requester sent (paths, destinations); the last
+    check before a reply leaves keeps a 50 MB field from becoming a 50 MB reply,
+    whichever handler built the text.
+    """
+    text = reply.data
+    if reply.type in ("err", "error") and isinstance(text, str) and len(text) > messaging.MAX_ECHO:
+        return messaging.make_message(reply.subject, reply.type, messaging.shorten(text))
+    return reply
 
 
 def uptime_text(started: float) -> str:
@@ -315,6 +361,43 @@ def split_recent(paths: list[str], settle: float) -> tuple[list[str], dict[str, 
     return settled, recent
 
 
+@dataclass(frozen=True)
+class CompletedPush:
+    """A push that completed: where the copy landed if it is on this host, its size, and when."""
+
+    local_copy: str | None
+    size: int
+    at: float
+
+
+def delivered_local_copy(source: str, destination: str, rel_path: str | None) -> str | None:
+    """The path of the copy a completed push to a ``file://`` destination left on this host, else None."""
+    from trollmoves.movers.destination import parse_destination
+    from trollmoves.movers.local import FileMover
+
+    try:
+        target = parse_destination(destination, rel_path)
+        return FileMover.remote_path(target, source) if target.scheme in ("file", "") else None
+    except (ValueError, TransferError):
+        return None
+
+
+def still_delivered(done: CompletedPush, now: float, ttl: float) -> bool:
+    """Whether a completed push may answer a repeated request without a new transfer.
+
+    A local copy is checked for what it is (still there, same size): a re-push after it was
+    deleted or truncated transfers again. A remote copy cannot be checked cheaply, so the entry
+    only bridges the resend window (``ttl``): a resent request or a hot spare's retry does not
+    transfer twice, a re-push later does.
+    """
+    if done.local_copy is None:
+        return now - done.at < ttl
+    try:
+        return os.stat(done.local_copy).st_size == done.size
+    except OSError:
+        return False
+
+
 class ServedChain:
     """A chain's watcher, announcer and request port."""
 
@@ -338,7 +421,8 @@ class ServedChain:
         self.workers = ThreadPoolExecutor(max_workers=server.options.workers_per_chain,
                                           thread_name_prefix=f"push:{chain.name}")
         self._inflight: dict[tuple[str, str], Future] = {}
-        self._completed: OrderedDict[tuple, tuple[str, dict]] = OrderedDict()
+        self._completed: OrderedDict[tuple, CompletedPush] = OrderedDict()
+        self.pushed_cache_ttl = PUSHED_CACHE_TTL
         self._inflight_lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -658,7 +742,8 @@ class ServedChain:
         message = request.message
         atype = message.type if message.type in ("push", "ack", "info", "ping") else "unknown"
         self.metrics.requests.labels(name, atype).inc()
-        logger.debug("Chain %s: %s request on %s", name, message.type, message.subject)
+        logger.debug("Chain %s: %s request on %s", name, messaging.shorten(message.type, 40),
+                     messaging.shorten(message.subject))
         if atype == "push":
             self.workers.submit(self._push_and_reply, request)
             return
@@ -671,10 +756,14 @@ class ServedChain:
                 reply = self.ack(message)
             else:
                 reply = messaging.make_message(message.subject, "unknown")
+        except BadRequest as exc:
+            self.metrics.requests_refused.labels(name, "malformed").inc()
+            logger.warning("Chain %s: bad %s request: %s", name, message.type, exc)
+            reply = messaging.make_message(message.subject, "err", str(exc))
         except Exception as exc:  # noqa: BLE001 - a handler error is an `error` reply, not a crash
             logger.exception("Chain %s: error handling a %s request", name, message.type)
             reply = messaging.make_message(message.subject, "error", redact(exc)[:300] or "error")
-        self.request_server.reply(request, reply)
+        self.request_server.reply(request, bounded_reply(reply))
 
     def info(self, message) -> messaging.Message:
         data = message.data if isinstance(message.data, dict) else {}
@@ -688,12 +777,10 @@ class ServedChain:
                                  "max_count": max_count, "uptime": uptime_text(self.started)}
         catch_up = data.get("catch_up")
         if isinstance(catch_up, dict):
-            since = catch_up.get("since", 0)
-            since = since.timestamp() if isinstance(since, dt.datetime) else float(since or 0)
-            limit = min(int(catch_up.get("max_count", 10_000)), 10_000)
+            since, limit = catch_up_window(catch_up)
             missed = [a for a in reversed(recent) if a.time > since and a.data.get("request_address")]
             reply["announcements"] = [{"subject": a.subject, "type": a.atype, "data": a.data, "time": a.time}
-                                      for a in missed[-limit:]]
+                                      for a in missed[len(missed) - limit:]]
         return messaging.make_message(message.subject, "info", reply)
 
     def ack(self, message) -> messaging.Message:
@@ -737,9 +824,10 @@ class ServedChain:
 
     def _refuse(self, message, path: str, reason: str) -> messaging.Message:
         self.metrics.requests_refused.labels(self.chain.name, reason).inc()
-        logger.warning("Chain %s: refused a %s request for %s (%s)", self.chain.name, message.type, path,
+        shown = messaging.shorten(path)  # a peer's path: never echoed or logged at full size
+        logger.warning("Chain %s: refused a %s request for %s (%s)", self.chain.name, message.type, shown,
                        reason.replace("_", " "))
-        return messaging.make_message(message.subject, "err", f"{path} not reachable")
+        return messaging.make_message(message.subject, "err", f"{shown} not reachable")
 
     def _push_and_reply(self, request: messaging.Request) -> None:
         try:
@@ -747,7 +835,7 @@ class ServedChain:
         except Exception as exc:  # noqa: BLE001
             logger.exception("Chain %s: error serving a push", self.chain.name)
             reply = messaging.make_message(request.message.subject, "err", redact(exc)[:300] or "error")
-        self.request_server.reply(request, reply)
+        self.request_server.reply(request, bounded_reply(reply))
 
     def push(self, message) -> messaging.Message:
         data = message.data
@@ -759,14 +847,9 @@ class ServedChain:
         destination = data.get("destination")
         if not isinstance(destination, str) or not destination:
             return messaging.make_message(message.subject, "err", "push request without destination")
-        if self.chain.allowed_destinations and not any(
-                clean_url(destination).startswith(prefix) or destination.startswith(prefix)
-                for prefix in self.chain.allowed_destinations):
-            self.metrics.requests_refused.labels(self.chain.name, "destination_not_allowed").inc()
-            logger.warning("Chain %s: refused a push to %s (not in allowed_destinations)", self.chain.name,
-                           clean_url(destination))
-            return messaging.make_message(message.subject, "err",
-                                          f"destination {clean_url(destination)} not allowed")
+        refused = self._refused_destination(message, destination, entries)
+        if refused is not None:
+            return refused
         paths = []
         for entry in entries:
             path = urlsplit(str(entry["uri"])).path
@@ -782,19 +865,52 @@ class ServedChain:
                 return messaging.make_message(message.subject, "err", error)
         return messaging.make_message(message.subject, reply_type(data, message.type), push_reply_data(data))
 
+    def _refused_destination(self, message, destination: str, entries: list[dict]) -> messaging.Message | None:
+        """An ``err`` reply if a final target (destination joined with an entry's ``path``) is not allowed.
+
+        The check runs on normalised URLs (confine.allowed), so ``..``, a ``path`` field, another port or
+        another spelling of this host can neither slip past the allow-list nor be refused by mistake.
+        """
+        parts = urlsplit(destination)
+        if parts.scheme.lower() in ("", "file") and not parts.path.startswith("/"):
+            # a relative local path would land wherever this daemon happens to run
+            self.metrics.requests_refused.labels(self.chain.name, "destination_not_allowed").inc()
+            logger.warning("Chain %s: refused a push to the relative local path %r", self.chain.name,
+                           messaging.shorten(clean_url(destination)))
+            return messaging.make_message(message.subject, "err",
+                                          f"destination {messaging.shorten(clean_url(destination))} "
+                                          "is not an absolute path")
+        if not self.chain.allowed_destinations:
+            return None
+        for entry in entries:
+            rel_path = entry.get("path")
+            rel_path = rel_path if isinstance(rel_path, str) else None
+            if not confine.allowed(destination, rel_path, self.chain.allowed_destinations):
+                self.metrics.requests_refused.labels(self.chain.name, "destination_not_allowed").inc()
+                logger.warning("Chain %s: refused a push to %s%s (not in allowed_destinations)", self.chain.name,
+                               clean_url(destination)[:300], f" with path {rel_path[:300]!r}" if rel_path else "")
+                return messaging.make_message(message.subject, "err",
+                                              f"destination {clean_url(destination)[:300]} not allowed")
+        return None
+
     def _transfer_once(self, path: str, destination: str, rel_path: str | None,
                        backup_targets: list | None) -> str | None:
         """Transfer one file unless the same transfer is running (join it) or already done (reuse it)."""
         try:
             stat = os.stat(path)
         except OSError as exc:
-            return f"[Errno {exc.errno}] {exc.strerror}: '{path}'"
+            return f"[Errno {exc.errno}] {exc.strerror}: '{messaging.shorten(path)}'"
         done_key = (path, stat.st_size, stat.st_mtime_ns, destination, rel_path)
         with self._inflight_lock:
-            if done_key in self._completed:
+            done = self._completed.get(done_key)
+            if done is not None and still_delivered(done, time.monotonic(), self.pushed_cache_ttl):
                 logger.info("Chain %s: %s already pushed to %s, not transferring again", self.chain.name, path,
                             clean_url(destination))
                 return None
+            if done is not None:
+                logger.info("Chain %s: %s was pushed to %s before, but that copy is gone or expired: "
+                            "transferring again", self.chain.name, path, clean_url(destination))
+                del self._completed[done_key]
             future = self._inflight.get((path, destination))
             owner = future is None
             if owner:
@@ -810,8 +926,9 @@ class ServedChain:
             with self._inflight_lock:
                 del self._inflight[(path, destination)]
                 if error is None:
-                    self._completed[done_key] = (path, {})
-                    while len(self._completed) > 10_000:
+                    self._completed[done_key] = CompletedPush(
+                        delivered_local_copy(path, destination, rel_path), stat.st_size, time.monotonic())
+                    while len(self._completed) > PUSHED_CACHE_SIZE:
                         self._completed.popitem(last=False)
             future.set_result(error)
         return error
@@ -827,12 +944,16 @@ class ServedChain:
         except TransferError as exc:
             reason = "permanent" if exc.__class__.__name__.startswith("Permanent") else "transient"
             self.metrics.transfers_failed.labels(name, scheme, reason).inc()
-            logger.error("Chain %s: push of %s to %s failed: %s", name, path, clean_url(destination), redact(exc))
-            return redact(exc)
+            error = messaging.shorten(redact(exc))
+            logger.error("Chain %s: push of %s to %s failed: %s", name, path,
+                         messaging.shorten(clean_url(destination)), error)
+            return error
         except (OSError, ValueError, KeyError) as exc:
             self.metrics.transfers_failed.labels(name, scheme, "error").inc()
-            logger.error("Chain %s: push of %s to %s failed: %s", name, path, clean_url(destination), redact(exc))
-            return redact(exc)
+            error = messaging.shorten(redact(exc))
+            logger.error("Chain %s: push of %s to %s failed: %s", name, path,
+                         messaging.shorten(clean_url(destination)), error)
+            return error
         self.metrics.transfers_succeeded.labels(name, scheme).inc()
         self.metrics.transferred_bytes.labels(name, scheme).inc(result.size)
         self.metrics.transfer_duration.labels(name, scheme).observe(result.duration)

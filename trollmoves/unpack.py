@@ -4,22 +4,33 @@ Unpacked files are written into a hidden ``.trollmoves_*`` directory beside the
 archive and renamed into place, so a reader never sees a partial file. A tar
 member that would land outside the destination (absolute path, ``..``, a link
 pointing out, a device) is refused: the whole archive is rejected with an error
-naming the member, and nothing of it is left behind.
+naming the member, and nothing of it is left behind. A tar holding one name twice
+unpacks as tar does: the last member wins.
+
+Expansion is capped (``unpack_max_ratio``, default 100 times the archive's size but
+never below 1 MiB, and ``unpack_max_size``, default 10 GiB; 0 switches a cap off): a
+tar member's declared size is checked before a byte is written and decompressed bytes
+are counted, so a 307-byte bomb is refused at once with an error naming the archive.
 """
 
 from __future__ import annotations
 
 import bz2
+import contextlib
 import logging
 import os
 import shutil
 import subprocess
 import tarfile
 import tempfile
+import zlib
 
 logger = logging.getLogger(__name__)
 
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz")
+DEFAULT_MAX_RATIO = 100.0
+DEFAULT_MAX_SIZE = 10 * 2**30
+RATIO_FLOOR = 2**20  # the ratio cap never goes below this: a tiny archive of small files still unpacks
 
 
 class UnpackError(OSError):
@@ -36,30 +47,62 @@ def wants_unpacking(uid: str, method: str) -> bool:
     return False
 
 
+class Budget:
+    """Bytes an archive may expand to; ``spend`` raises UnpackError naming the archive beyond it."""
+
+    def __init__(self, path: str, max_ratio: float, max_size: int):
+        self.path = path
+        self.used = 0
+        limits = [int(max_size)] if max_size else []
+        if max_ratio:
+            limits.append(max(int(max_ratio * os.path.getsize(path)), RATIO_FLOOR))
+        self.limit = min(limits) if limits else None
+
+    def spend(self, count: int) -> None:
+        self.used += count
+        if self.limit is not None and self.used > self.limit:
+            raise UnpackError(f"cannot unpack {self.path}: it would expand beyond {self.limit} bytes "
+                              "(unpack_max_ratio/unpack_max_size)")
+
+
 def unpack(path: str, method: str, *, xritdecompressor: str | None = None, block_size: int = 1024,
-           delete: bool = False) -> list[str]:
+           delete: bool = False, max_ratio: float = DEFAULT_MAX_RATIO,
+           max_size: int = DEFAULT_MAX_SIZE) -> list[str]:
     """Unpack ``path`` in its own directory; return the resulting paths (the archive if nothing to do)."""
     directory = os.path.dirname(path)
+    budget = Budget(path, max_ratio, max_size)
     workdir = tempfile.mkdtemp(prefix=".trollmoves_", dir=directory)
     try:
         if method == "tar":
-            names = _untar(path, workdir)
+            names = _untar(path, workdir, budget)
         elif method == "bzip":
-            names = [_bunzip(path, workdir, block_size)]
+            names = [_bunzip(path, workdir, block_size, budget)]
         elif method == "xrit":
             names = [_xrit(path, workdir, xritdecompressor)]
         else:
             raise UnpackError(f"unknown unpacking method {method!r} for {path}")
-        results = []
+        results = _move_into_place(names, workdir, directory)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    if delete and results and results != [path]:
+        os.remove(path)
+    return results
+
+
+def _move_into_place(names: list[str], workdir: str, directory: str) -> list[str]:
+    """Rename the unpacked files beside the archive; on a failure, remove the ones already moved."""
+    results: list[str] = []
+    try:
         for name in names:
             final = os.path.join(directory, name)
             os.makedirs(os.path.dirname(final), exist_ok=True)
             os.replace(os.path.join(workdir, name), final)
             results.append(final)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    if delete and results and results != [path]:
-        os.remove(path)
+    except OSError:
+        for final in results:
+            with contextlib.suppress(OSError):
+                os.remove(final)
+        raise
     return results
 
 
@@ -76,24 +119,32 @@ def _safe_member(member: tarfile.TarInfo, root: str) -> None:
         raise UnpackError(f"unsafe tar member {name!r}: not a regular file or directory")
 
 
-def _untar(path: str, workdir: str) -> list[str]:
+def _untar(path: str, workdir: str, budget: Budget) -> list[str]:
+    """Extract member by member (a member's declared size is charged before it is written).
+
+    Names are normalised and kept once, in first-seen order: a later member of the same name
+    overwrites the earlier one in the work directory, as tar does.
+    """
+    names: dict[str, None] = {}
     try:
         with tarfile.open(path) as archive:
-            members = archive.getmembers()
-            for member in members:
+            for member in archive:
                 _safe_member(member, workdir)
-            files = [m for m in members if m.isfile()]
-            for member in files:
-                target = os.path.join(workdir, member.name)
+                if not member.isfile():
+                    continue
+                budget.spend(member.size)
+                name = os.path.normpath(member.name)
+                target = os.path.join(workdir, name)
                 os.makedirs(os.path.dirname(target), exist_ok=True)
                 with archive.extractfile(member) as src, open(target, "wb") as dst:
                     shutil.copyfileobj(src, dst, 1 << 20)
-    except (tarfile.TarError, EOFError) as exc:
+                names[name] = None
+    except (tarfile.TarError, EOFError, zlib.error) as exc:
         raise UnpackError(f"cannot untar {path}: {exc}") from None
-    return [m.name for m in files]
+    return list(names)
 
 
-def _bunzip(path: str, workdir: str, block_size: int) -> str:
+def _bunzip(path: str, workdir: str, block_size: int, budget: Budget) -> str:
     name = os.path.basename(path)[:-4]
     try:
         with bz2.open(path, "rb") as src, open(os.path.join(workdir, name), "wb") as dst:
@@ -101,7 +152,10 @@ def _bunzip(path: str, workdir: str, block_size: int) -> str:
                 block = src.read(max(block_size, 64 * 1024))
                 if not block:
                     break
+                budget.spend(len(block))
                 dst.write(block)
+    except UnpackError:
+        raise
     except (OSError, EOFError, ValueError) as exc:
         raise UnpackError(f"cannot bunzip {path}: {exc}") from None
     return name

@@ -33,3 +33,9 @@ def test_example_inventory_renders_valid_configs(ansible_env, tmp_path):
         assert rendered == configs, (host, rendered)
     server_ini = (tmp_path / "reception1.example.org" / "etc" / "server-main.ini").read_text()
     assert "[eumetcast-hrit-0deg]" in server_ini and "info = sensor=seviri;variant=0DEG" in server_ini
+    # Issue 15: the server pushes only to the inventory's client and mirror destinations by default.
+    allowed = next(line for line in server_ini.splitlines() if line.startswith("allowed_destinations = "))
+    assert set(allowed.split(" = ", 1)[1].split()) == {
+        "sftp://trollmoves@proc1.example.org/data/satellite/hrit/",
+        "sftp://trollmoves@proc2.example.org/data/satellite/hrit/",
+        "file:///data/mirror/hrit/", "file://dmz-mirror.example.org/data/mirror/hrit/"}, allowed

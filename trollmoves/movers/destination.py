@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from urllib.parse import ParseResult, SplitResult, unquote, urlparse, urlunparse
 
 from trollmoves.errors import PermanentTransferError
+from trollmoves.redact import redact
 
 
 @dataclass(frozen=True)
@@ -76,8 +77,9 @@ def parse_destination(destination: str | ParseResult | SplitResult | Destination
         try:
             port = parsed.port
         except ValueError:
-            raise PermanentTransferError("destination has an invalid port",
-                                         destination=_without_netloc(parsed)) from None
+            # redacted first: a password with an unencoded "/" would otherwise show as the path
+            shown = _without_netloc(urlparse(redact(parsed.geturl())))
+            raise PermanentTransferError("destination has an invalid port", destination=shown) from None
         scheme = (parsed.scheme or "file").lower()
         path = parsed.path
         if scheme == "file":

@@ -1,0 +1,63 @@
+"""A rogue provider for client tests: a real publisher and request port that lie in chosen ways.
+
+It announces what a test gives it and, on a push, delivers the announced file to the requested
+destination (so the client has something real), then replies with the request's data updated by
+the test's ``reply_changes`` for that uid: a uid or destination the client must not trust.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from urllib.parse import urlsplit
+
+from trollmoves import messaging
+
+
+class RogueServer:
+    """Publisher + request port on 127.0.0.1; ``pushes`` records every push request received."""
+
+    def __init__(self, reply_changes: dict[str, dict] | None = None):
+        self.reply_changes = reply_changes or {}
+        self.pushes: list[dict] = []
+        self.publisher = messaging.Publisher("move_it_server", 0, "127.0.0.1")
+        self.requests = messaging.RequestServer(0, "127.0.0.1")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def __enter__(self):
+        self.publisher.start()
+        self.requests.start()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(5)
+        self.requests.close()
+        self.publisher.stop()
+
+    @property
+    def request_address(self) -> str:
+        return f"127.0.0.1:{self.requests.port}"
+
+    def announce(self, path: str, **fields) -> None:
+        data = {"uri": path, "uid": os.path.basename(path), "request_address": self.request_address}
+        data.update(fields)
+        self.publisher.send(messaging.make_message("/test/files", "file", data))
+
+    def _serve(self):
+        while not self._stop.is_set():
+            for request in self.requests.poll(0.1):
+                if request.message is None or request.message.type != "push":
+                    reply = messaging.make_message("/test/files", "pong" if request.message else "err", {})
+                    self.requests.reply(request, reply)
+                    continue
+                data = dict(request.message.data)
+                self.pushes.append(data)
+                target = os.path.join(urlsplit(data["destination"]).path, os.path.basename(data["uri"]))
+                if os.path.isfile(data["uri"]) and os.path.isdir(os.path.dirname(target)):
+                    shutil.copyfile(data["uri"], target)
+                data.update(self.reply_changes.get(os.path.basename(data["uri"]), {}))
+                self.requests.reply(request, messaging.make_message(request.message.subject, "file", data))
