@@ -201,6 +201,11 @@ def verify_arrival(data: dict, destination: str, ftp_root: str, method: str) -> 
         path = os.path.join(root, os.path.join(parts.path, str(entry["uid"])).lstrip("/"))
         try:
             found = file_checksum(path, method).value
+        except FileNotFoundError:
+            # already taken by a consumer (moved or deleted as soon as it appeared): it arrived, and
+            # requesting it again would only fail against a server that deleted its source
+            logger.debug("%s was taken before it could be verified", path)
+            continue
         except OSError as exc:
             return f"cannot verify {path}: {exc.strerror or exc}"
         if found != announced.get("value"):
@@ -776,8 +781,9 @@ class FollowedChain:
         if not isinstance(destination, str):
             raise confine.ConfinementError(f"reply destination {str(destination)[:200]!r} is not a URL")
         destination = strip_password(destination)
+        no_lookup = frozenset()  # only the paths are compared: no host-name look-up per file
         if not confine.within_path(
-                confine.location(destination).path, confine.location(own).path):
+                confine.location(destination, local=no_lookup).path, confine.location(own, local=no_lookup).path):
             raise confine.ConfinementError(f"reply destination {str(destination)[:200]!r} leaves {own}")
         for entry in messaging.entries_with(data, "uid"):
             confine.check_relative(str(entry["uid"]), "uid")

@@ -100,3 +100,24 @@ def test_corrupt_delivery_is_not_published_and_is_removed(tmp_path):
             "no file message for a corrupt copy"
     finally:
         server.stop()
+
+
+def test_a_file_taken_by_a_consumer_before_verification_counts_as_arrived(tmp_path):
+    """Downstream tools often move a file away as soon as it appears: that is no failed transfer.
+
+    Requesting it again would fail against a server that already deleted its source, and the
+    entry would stay pending (the soak test saw the client's memory grow with such entries).
+    """
+    from trollmoves.client import verify_arrival
+
+    good = tmp_path / "good.dat"
+    good.write_bytes(b"payload")
+    value = xxhash.xxh3_128_hexdigest(b"payload")
+    announced = {"uid": "good.dat", "checksum": {"method": "xxh3_128", "value": value}}
+    assert verify_arrival(announced, f"file://{tmp_path}/", "/", "xxh3_128") is None
+    good.unlink()
+    assert verify_arrival(announced, f"file://{tmp_path}/", "/", "xxh3_128") is None, "taken: arrived"
+    good.write_bytes(b"tampered")
+    mismatch = verify_arrival(announced, f"file://{tmp_path}/", "/", "xxh3_128")
+    assert mismatch and "good.dat" in mismatch and not good.exists()
+    assert verify_arrival(announced, f"file://{tmp_path}/", "/", "none") is None
