@@ -241,7 +241,10 @@ def _dump_totals(prefix: Path) -> dict[int, int]:
 
 def callgrind_counts(impl: str, groups: str, budget: float) -> list[dict]:
     """Run bench.py --callgrind under valgrind; return per case and variant the instructions per call."""
-    python = os.path.realpath(sys.executable)  # not a shim script: valgrind must start python itself
+    # sys.executable as it is, not its realpath: in a virtual environment it is <venv>/bin/python, a
+    # symlink whose location tells Python where the venv (its site-packages) is; the realpath is the
+    # base interpreter, which does not see the packages installed in the venv.
+    python = sys.executable
     with tempfile.TemporaryDirectory(prefix="perf-callgrind-") as tmp:
         prefix = Path(tmp) / "callgrind.out"
         listing_path = Path(tmp) / "listing.json"

@@ -4,53 +4,85 @@
 #   bash tests/run_all.sh [pytest arguments]
 #
 # Installs the Debian packages the real-server tests use (OpenSSH server and client,
-# Prometheus for the scrape test), this package with its test extras (pyftpdlib,
-# moto[server], hypothesis, s3fs, boto3, ...), and trollmoves 0.19.0 in its own
-# virtual environment for the interoperability tests. Safe to re-run: installed
-# packages are skipped.
+# Prometheus for the scrape test; python3-venv when the interpreter cannot make a virtual
+# environment), then, in the test virtual environment, this package (editable) with its test
+# extras (pyftpdlib, moto, hypothesis, s3fs, boto3, ...) pinned by tests/constraints.txt, and
+# trollmoves 0.19.0 in a venv of its own for the interoperability tests, and the Ansible tools
+# (tests/ansible/setup.sh). pytest runs with the test venv's python.
+#
+# Test venv: $TROLLMOVES_TEST_VENV, by default /opt/trollmoves/test-venv as root and
+# ${XDG_DATA_HOME:-~/.local/share}/trollmoves/test-venv otherwise; made with $PYTHON (default:
+# the first python3 on PATH). Safe to re-run: installed packages and venvs are kept, and the
+# editable install is redone only when the build files, sources of the extension, constraints
+# or build switches changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+repo="$(pwd)"
+# shellcheck source=tools/venv.sh
+. tools/venv.sh
 
 PYTHON=${PYTHON:-python3}
-SUDO=""
-if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+TEST_VENV=${TROLLMOVES_TEST_VENV:-$(tm_default_dir test-venv)}
 
-debian_packages=(openssh-server openssh-client prometheus iproute2)
-missing=()
-for pkg in "${debian_packages[@]}"; do
-    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    echo "== installing Debian packages: ${missing[*]}"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+tm_need_python "$PYTHON"
+tm_apt_install openssh-server openssh-client prometheus iproute2
 # The Debian prometheus package starts a service where systemd runs; tests start their own.
 
 # Each daemon chain holds one inotify instance; the compatibility suite runs many daemons (ours
 # and 0.19's) at once, past the kernel's default of 128 instances per user.
 if [ "$(cat /proc/sys/fs/inotify/max_user_instances 2>/dev/null || echo 1024)" -lt 1024 ]; then
-    $SUDO sysctl -q -w fs.inotify.max_user_instances=1024 || \
+    tm_as_root sysctl -q -w fs.inotify.max_user_instances=1024 || \
         echo "== warning: could not raise fs.inotify.max_user_instances; tests/compat may fail to watch"
 fi
 
-echo "== installing trollmoves with its test extras"
-$PYTHON -m pip install --quiet --disable-pip-version-check -c tests/constraints.txt -e ".[test,s3]"
+tm_make_venv "$TEST_VENV" "$PYTHON"
+VPY="$TEST_VENV/bin/python"
+stamp="$TEST_VENV/.trollmoves-test-install"
+# (Python sources need no reinstall: the install is editable.)
+digest="$(tm_source_digest "$repo" pyproject.toml setup.py setup.cfg MANIFEST.in _speedups \
+          trollmoves/__init__.py trollmoves/_version.py tests/constraints.txt)"
+# The editable install points at this checkout and keeps the compiled module in it: redo it
+# when either is not what the stamp says.
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$digest" ] && "$VPY" - "$repo" <<'PY' >/dev/null 2>&1
+import importlib.util, os, sys
+import trollmoves
+assert os.path.realpath(trollmoves.__file__).startswith(os.path.realpath(sys.argv[1]) + os.sep)
+if os.environ.get("TROLLMOVES_NO_EXTENSIONS", "") not in ("1", "true", "yes", "on"):
+    assert importlib.util.find_spec("trollmoves._speedups") is not None
+PY
+then
+    echo "== trollmoves and its test extras are up to date in $TEST_VENV"
+else
+    echo "== installing trollmoves with its test extras into $TEST_VENV"
+    rm -f "$stamp"
+    "$VPY" -m pip install --quiet --disable-pip-version-check -c tests/constraints.txt -e ".[test,s3]"
+    echo "$digest" > "$stamp"
+fi
 
-# trollmoves 0.19.0 (the original) in its own venv, for tests/interop
-ORIGINAL_VENV=${TROLLMOVES_019_VENV:-/opt/trollmoves-0.19-venv}
+# trollmoves 0.19.0 (the original) in its own venv, for tests/interop and tests/compat
+if [ "$(id -u)" = 0 ]; then default_original=/opt/trollmoves-0.19-venv; else default_original="$(tm_default_dir 0.19-venv)"; fi
+ORIGINAL_VENV=${TROLLMOVES_019_VENV:-$default_original}
 if [ ! -x "$ORIGINAL_VENV/bin/move_it_server.py" ]; then
     echo "== installing trollmoves 0.19.0 into $ORIGINAL_VENV"
-    $PYTHON -m venv "$ORIGINAL_VENV"
+    tm_make_venv "$ORIGINAL_VENV" "$PYTHON"
     "$ORIGINAL_VENV/bin/pip" install --quiet --disable-pip-version-check "trollmoves[all]==0.19.0" || \
         "$ORIGINAL_VENV/bin/pip" install --quiet --disable-pip-version-check "trollmoves==0.19.0" \
             paramiko scp watchdog pyinotify
 fi
 export TROLLMOVES_019_VENV="$ORIGINAL_VENV"
 
-if [ -x tests/ansible/setup.sh ] || [ -f tests/ansible/setup.sh ]; then
+# The Ansible tools, in their own venv (tests/ansible/setup.sh; /opt/trollmoves-ansible-venv as root).
+if [ "$(id -u)" != 0 ]; then
+    export TROLLMOVES_ANSIBLE_VENV="${TROLLMOVES_ANSIBLE_VENV:-$(tm_default_dir ansible-venv)}"
+fi
+export TROLLMOVES_ANSIBLE_PYTHON="${TROLLMOVES_ANSIBLE_PYTHON:-$PYTHON}"
+if [ -f tests/ansible/setup.sh ]; then
     bash tests/ansible/setup.sh
 fi
 
-echo "== running the test suite"
-exec $PYTHON -m pytest -q -p no:cacheprovider "$@"
+# As if the test venv were activated: console scripts (trollmoves, moto_server, ...) and any
+# `python3` a test starts are the venv's.
+export VIRTUAL_ENV="$TEST_VENV"
+export PATH="$TEST_VENV/bin:$PATH"
+echo "== running the test suite ($VPY)"
+exec "$VPY" -m pytest -q -p no:cacheprovider "$@"

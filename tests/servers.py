@@ -598,7 +598,7 @@ def start_s3(base_dir: Path | str | None = None) -> S3Server:
     """
     script = _console_script("moto_server")
     if script is None or importlib.util.find_spec("moto") is None:
-        raise ServerUnavailable('moto_server not found: pip install "moto[server]"')
+        raise ServerUnavailable('moto_server not found: pip install ".[test]" (moto[s3] and flask)')
     workdir, remove = _workdir(base_dir, "s3")
     key, secret, region = "testing-key", "testing-secret", "us-east-1"
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
