@@ -12,7 +12,10 @@ import shutil
 import threading
 from urllib.parse import urlsplit
 
+from tests.daemons.conftest import load, write
 from trollmoves import messaging
+from trollmoves.client import Client
+from trollmoves.state import StateStore
 
 
 class RogueServer:
@@ -61,3 +64,37 @@ class RogueServer:
                     shutil.copyfile(data["uri"], target)
                 data.update(self.reply_changes.get(os.path.basename(data["uri"]), {}))
                 self.requests.reply(request, messaging.make_message(request.message.subject, "file", data))
+
+
+def client_with_rogue(dirs, server_port: int, rogue_port: int) -> Client:
+    """A client following a genuine server and a rogue publisher, both listed in its ``providers``."""
+    config = load(write(dirs["state"] / "client.ini", f"""
+        [chain]
+        providers = 127.0.0.1:{server_port} 127.0.0.1:{rogue_port}
+        destination = file://{dirs['dst']}/
+        topic = /test/files
+        publish_port = 0
+        publish_address = 127.0.0.1
+        nameservers = False
+        transfer_req_timeout = 5
+    """), "client")
+    return Client(config, state=StateStore(None))
+
+
+def archive_dispatcher(feed, tmp_path):
+    """A dispatcher fed by ``feed`` that copies ``/product`` files into ``tmp_path/archive``."""
+    from tests.daemons.test_dispatcher import subscriber_yaml
+    from trollmoves.dispatcher import Dispatcher, DispatcherOptions
+
+    config = load(write(tmp_path / "dispatch.yaml", subscriber_yaml(feed) + f"""
+        trollmoves:
+          state_directory: {tmp_path}/state
+        local-archive:
+          host: ""
+          directory: {tmp_path / "archive"}
+          publish_topic: /dispatched
+          dispatch_configs:
+            - topics: [/product]
+        """), "dispatcher")
+    return Dispatcher(config, DispatcherOptions(publish_port=0, publish_address="127.0.0.1",
+                                                publish_nameservers=False))

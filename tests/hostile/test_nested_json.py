@@ -16,12 +16,11 @@ import pytest
 import zmq
 
 from tests.daemons.conftest import dirs  # noqa: F401 - a fixture
-from tests.daemons.conftest import Collector, load, running, sha256, wait_for, write
+from tests.daemons.conftest import Collector, running, sha256, wait_for
 from tests.daemons.test_server_client import drop, new_server
+from tests.hostile.rogue import archive_dispatcher, client_with_rogue
 from trollmoves import messaging
-from trollmoves.client import Client
 from trollmoves.errors import MessageDecodeError
-from trollmoves.state import StateStore
 
 
 def nested_wire(subject: str, atype: str, depth: int) -> str:
@@ -55,17 +54,7 @@ def test_client_survives_a_nested_message_from_a_provider(dirs):
     rogue = messaging.Publisher("rogue", 0, "127.0.0.1").start()
     try:
         with running(server):
-            config = load(write(dirs["state"] / "client.ini", f"""
-                [chain]
-                providers = 127.0.0.1:{server.publisher.port} 127.0.0.1:{rogue.port}
-                destination = file://{dirs['dst']}/
-                topic = /test/files
-                publish_port = 0
-                publish_address = 127.0.0.1
-                nameservers = False
-                transfer_req_timeout = 5
-            """), "client")
-            client = Client(config, state=StateStore(None))
+            client = client_with_rogue(dirs, server.publisher.port, rogue.port)
             with running(client), Collector([f"tcp://127.0.0.1:{client.chains['chain'].publisher.port}"],
                                             "/test") as seen:
                 wait_heard(client, lambda: rogue.send(nested_wire("/test/files", "file", 100_000)))
@@ -116,24 +105,12 @@ def test_server_answers_every_ping_around_a_nested_request(dirs):
 
 def test_dispatcher_survives_a_nested_message(tmp_path):
     """The dispatcher keeps receiving after a 100,000-deep message and dispatches the next product."""
-    from tests.daemons.test_dispatcher import Feed, make_file, subscriber_yaml
-    from trollmoves.dispatcher import Dispatcher, DispatcherOptions
+    from tests.daemons.test_dispatcher import Feed, make_file
 
     src, archive = tmp_path / "src", tmp_path / "archive"
     src.mkdir()
     with Feed() as feed:
-        config = load(write(tmp_path / "dispatch.yaml", subscriber_yaml(feed) + f"""
-        trollmoves:
-          state_directory: {tmp_path}/state
-        local-archive:
-          host: ""
-          directory: {archive}
-          publish_topic: /dispatched
-          dispatch_configs:
-            - topics: [/product]
-        """), "dispatcher")
-        dispatcher = Dispatcher(config, DispatcherOptions(publish_port=0, publish_address="127.0.0.1",
-                                                          publish_nameservers=False))
+        dispatcher = archive_dispatcher(feed, tmp_path)
         with running(dispatcher), Collector([f"tcp://127.0.0.1:{dispatcher.publisher.port}"],
                                             "/dispatched") as seen:
             feed.wait_subscribed(dispatcher, "/product/probe", "dispatcher")

@@ -15,12 +15,11 @@ import time
 import zmq
 
 from tests.daemons.conftest import dirs  # noqa: F401 - a fixture
-from tests.daemons.conftest import Collector, load, running, sha256, wait_for, write
+from tests.daemons.conftest import Collector, running, sha256, wait_for
 from tests.daemons.test_server_client import drop, new_server
+from tests.hostile.rogue import client_with_rogue
 from tests.hostile.test_nested_json import wait_heard
 from trollmoves import messaging
-from trollmoves.client import Client
-from trollmoves.state import StateStore
 
 MB = 1024 * 1024
 
@@ -95,17 +94,7 @@ def test_client_never_acts_on_an_oversized_announcement(dirs):
     trap_port = trap.bind_to_random_port("tcp://127.0.0.1")
     try:
         with running(server):
-            config = load(write(dirs["state"] / "client.ini", f"""
-                [chain]
-                providers = 127.0.0.1:{server.publisher.port} 127.0.0.1:{rogue.port}
-                destination = file://{dirs['dst']}/
-                topic = /test/files
-                publish_port = 0
-                publish_address = 127.0.0.1
-                nameservers = False
-                transfer_req_timeout = 5
-            """), "client")
-            client = Client(config, state=StateStore(None))
+            client = client_with_rogue(dirs, server.publisher.port, rogue.port)
             with running(client), Collector([f"tcp://127.0.0.1:{client.chains['chain'].publisher.port}"],
                                             "/test") as seen:
                 wait_heard(client, lambda: rogue.send("pytroll://test/files probe"))

@@ -20,12 +20,11 @@ import time
 import zmq
 
 from tests.daemons.conftest import dirs  # noqa: F401 - a fixture
-from tests.daemons.conftest import Collector, load, running, sha256, wait_for, write
+from tests.daemons.conftest import Collector, running, sha256, wait_for
 from tests.daemons.test_server_client import drop, new_server
+from tests.hostile.rogue import archive_dispatcher, client_with_rogue
 from tests.hostile.test_nested_json import wait_heard
 from trollmoves import messaging
-from trollmoves.client import Client
-from trollmoves.state import StateStore
 
 SEED = 15
 PER_PATH = 100  # three receive paths: ~300 inputs in all
@@ -175,17 +174,7 @@ def test_client_subscription_from_a_listed_provider(dirs):
     try:
         with running(server):
             request_address = server.request_address(server.config.chains[0])
-            config = load(write(dirs["state"] / "client.ini", f"""
-                [chain]
-                providers = 127.0.0.1:{server.publisher.port} 127.0.0.1:{rogue.port}
-                destination = file://{dirs['dst']}/
-                topic = /test/files
-                publish_port = 0
-                publish_address = 127.0.0.1
-                nameservers = False
-                transfer_req_timeout = 5
-            """), "client")
-            client = Client(config, state=StateStore(None))
+            client = client_with_rogue(dirs, server.publisher.port, rogue.port)
             with running(client), Collector([f"tcp://127.0.0.1:{client.chains['chain'].publisher.port}"],
                                             "/test") as seen:
                 wait_heard(client, lambda: rogue.send("pytroll://test/files probe"))
@@ -208,25 +197,13 @@ def test_client_subscription_from_a_listed_provider(dirs):
 
 
 def test_dispatcher_subscription(tmp_path):
-    from tests.daemons.test_dispatcher import Feed, make_file, subscriber_yaml
-    from trollmoves.dispatcher import Dispatcher, DispatcherOptions
+    from tests.daemons.test_dispatcher import Feed, make_file
 
     rng = random.Random(SEED + 2)
     src, archive = tmp_path / "src", tmp_path / "archive"
     src.mkdir()
     with Feed() as feed:
-        config = load(write(tmp_path / "dispatch.yaml", subscriber_yaml(feed) + f"""
-        trollmoves:
-          state_directory: {tmp_path}/state
-        local-archive:
-          host: ""
-          directory: {archive}
-          publish_topic: /dispatched
-          dispatch_configs:
-            - topics: [/product]
-        """), "dispatcher")
-        dispatcher = Dispatcher(config, DispatcherOptions(publish_port=0, publish_address="127.0.0.1",
-                                                          publish_nameservers=False))
+        dispatcher = archive_dispatcher(feed, tmp_path)
         with running(dispatcher), Collector([f"tcp://127.0.0.1:{dispatcher.publisher.port}"],
                                             "/dispatched") as seen:
             feed.wait_subscribed(dispatcher, "/product/probe", "dispatcher")
