@@ -167,11 +167,8 @@ def _start_metrics(cfg, args: argparse.Namespace, service, name: str):
     if not port:
         return None
     address = getattr(args, "metrics_address", None) or cfg.daemon.metrics_address
-    try:
-        from trollmoves.metrics import MetricsHTTPServer
-    except ImportError:  # pragma: no cover - metrics module not built yet
-        logger.warning("Metrics requested on port %s but trollmoves.metrics is not available", port)
-        return None
+    from trollmoves.metrics import MetricsHTTPServer
+
     server = MetricsHTTPServer(address, port, getattr(service, "metrics", None), getattr(service, "health", None))
     server.start()  # OSError (port taken) is reported by _run as a start-up error
     logger.info("Serving /metrics and /healthz on http://%s:%s", address, server.port)
@@ -220,10 +217,11 @@ def _build_dispatcher(cfg, args):
 
 def _build_s3downloader(cfg, args):
     from trollmoves.config import thaw
-    from trollmoves.s3downloader import S3Downloader, S3DownloaderOptions, apply_logging
+    from trollmoves.program import apply_s3downloader_logging
+    from trollmoves.s3downloader import S3Downloader, S3DownloaderOptions
 
     if not args.log_config:  # the config's `logging` keys, as 0.19 read them
-        apply_logging(thaw(cfg.chains[0].logging), args.log, args.verbose)
+        apply_s3downloader_logging(thaw(cfg.chains[0].logging), args.log, args.verbose)
     return S3Downloader(cfg, S3DownloaderOptions(subscribe_nameserver=args.subscribe_nameserver,
                                                  publish_nameservers=args.nameservers))
 

@@ -43,6 +43,7 @@ from trollsift import compose
 from trollmoves import confine, messaging
 from trollmoves.conditions import check_conditions, matches_topics
 from trollmoves.config import Config, DispatchConfig, DispatchTarget, RetrySettings, SubscriberSettings
+from trollmoves.destinations import is_local_host
 from trollmoves.errors import MessageDecodeError, TransferError
 from trollmoves.listening import QueuedService, QueueOptions, file_items
 from trollmoves.metrics import Metrics, scheme_label
@@ -76,8 +77,6 @@ def local_path(uri: Any) -> str | None:
     parts = urlsplit(uri)
     if parts.scheme in ("", "file"):
         return parts.path or None
-    from trollmoves.client import is_local_host
-
     return parts.path if is_local_host(parts.hostname) and parts.path else None
 
 

@@ -50,7 +50,3 @@ class TransientTransferError(TransferError):
 
 class PermanentTransferError(TransferError):
     """Authentication, permission, missing bucket, disk full: retrying will not help."""
-
-
-class RefusedRequestError(TrollmovesError):
-    """A request was refused by policy (confinement, allow-list, authentication)."""

@@ -20,7 +20,6 @@ The per-name loop, ``convert_fields``, is one of the compiled speedups
 from __future__ import annotations
 
 import datetime as dt
-import fnmatch
 import os
 import re
 import string
@@ -133,10 +132,7 @@ class PatternMatcher:
         self._plans = tuple(plan_field(specs.get(name, "")) for name in names)
         self.prefix, self.suffix = _literal_bounds(pattern)
         self._min_length = len(self.prefix) + len(self.suffix)
-        self._glob_re = re.compile(fnmatch.translate(self.glob))
         self._parser = Parser(pattern)
-        self.basename_pattern = os.path.basename(pattern)
-        self._basename_glob_re = re.compile(fnmatch.translate(os.path.basename(self.glob)))
         self._compiled = (self.prefix, self.suffix, self._min_length, self._regex.match, self._positions,
                           self._names, self._plans, _convert)
 
@@ -145,24 +141,12 @@ class PatternMatcher:
         """The literal directory to watch: the directory part of the glob up to the first wildcard level."""
         return literal_directory(self.glob)
 
-    def matches_glob(self, path: str) -> bool:
-        return self._glob_re.match(path) is not None
-
-    def rejects_fast(self, name: str) -> bool:
-        """True when ``name`` cannot match (prefix, suffix or length), without running the regex."""
-        return (len(name) < self._min_length or not name.startswith(self.prefix)
-                or not name.endswith(self.suffix))
-
     def parse(self, path: str) -> dict[str, Any] | None:
         """The fields of ``path`` as trollsift.parse returns them, or None where trollsift raises ValueError."""
         try:
             return parse_name(path, self._compiled)
         except ValueError:
             return None
-
-    def basename_matches(self, path: str) -> bool:
-        """The original's request check (basename against the origin's basename glob)."""
-        return self._basename_glob_re.match(os.path.basename(path)) is not None
 
 
 def literal_directory(glob: str) -> str:

@@ -34,18 +34,18 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from trollmoves import messaging
-from trollmoves.chains import chain_changes
 from trollmoves.config import Config, MoveItChain, thaw
 from trollmoves.errors import MessageDecodeError, PermanentTransferError, TransferError
 from trollmoves.matching import PatternMatcher
 from trollmoves.metrics import Metrics, scheme_label
 from trollmoves.redact import redact, strip_password
 from trollmoves.retrying import WorkerPool
-from trollmoves.server import decompress
+from trollmoves.services.chain_service import ChainService
+from trollmoves.unpack import decompress
 from trollmoves.watching import InotifyWatcher, PollingWatcher, is_temporary_name, scan
 
 logger = logging.getLogger(__name__)
@@ -120,16 +120,20 @@ def message_data(chain: MoveItChain, fields: dict, destination: str, copied: str
 # --------------------------------------------------------------------------------------------------
 
 class MovedChain:
-    """A chain's watcher and its copy workers."""
+    """A chain's watcher and its copy workers; what it needs is given, it never reaches back."""
 
-    def __init__(self, chain: MoveItChain, service: MoveIt):
+    def __init__(self, chain: MoveItChain, *, metrics: Metrics, options: MoveItOptions, transfers: Any,
+                 publisher: messaging.Publisher | None, own_ip: Callable[[], str]):
         self.chain = chain
-        self.service = service
-        self.metrics = service.metrics
+        self.metrics = metrics
+        self.options = options
+        self.transfers = transfers
+        self.publisher = publisher
+        self.own_ip = own_ip
         self.matcher = PatternMatcher(chain.origin)
         self.recursive = os.path.dirname(self.matcher.glob) != self.matcher.directory
         self.watcher: InotifyWatcher | PollingWatcher | None = None
-        self.pool = WorkerPool(service.options.workers_per_chain, service.options.max_queued, f"move:{chain.name}")
+        self.pool = WorkerPool(options.workers_per_chain, options.max_queued, f"move:{chain.name}")
         self._stop = threading.Event()
         self._seen: dict[str, tuple[int, int]] = {}
         self._seen_lock = threading.Lock()
@@ -148,7 +152,7 @@ class MovedChain:
         self.watch()
 
     def watch(self) -> bool:
-        options = self.service.options
+        options = self.options
         directory = self.matcher.directory
         if options.polling:
             watcher = PollingWatcher(directory, self.enqueue, self.chain.watchdog_timeout, self.recursive)
@@ -259,7 +263,7 @@ class MovedChain:
         shown = strip_password(target)
         self.metrics.transfers_started.labels(chain.name, scheme).inc()
         try:
-            result = self.service.transfers.transfer(source, target, options=chain.transfer_options)
+            result = self.transfers.transfer(source, target, options=chain.transfer_options)
         except TransferError as exc:
             reason = "permanent" if isinstance(exc, PermanentTransferError) else "transient"
             self.metrics.transfers_failed.labels(chain.name, scheme, reason).inc()
@@ -274,7 +278,7 @@ class MovedChain:
         return True
 
     def publish(self, destination: str, copied: str, fields: dict, result) -> None:
-        publisher = self.service.publisher
+        publisher = self.publisher
         if publisher is None:
             return
         if not self.chain.topic:
@@ -282,7 +286,7 @@ class MovedChain:
                 self._warned_topic = True
                 logger.warning("Chain %s has no topic: nothing is published for it", self.chain.name)
             return
-        data = message_data(self.chain, fields, destination, copied, self.service.own_ip(), result)
+        data = message_data(self.chain, fields, destination, copied, self.own_ip(), result)
         try:
             message = messaging.make_message(self.chain.topic, "file", data)
         except MessageDecodeError as exc:
@@ -308,7 +312,7 @@ def _remove(path: str) -> None:
 # --------------------------------------------------------------------------------------------------
 
 class MoveIt:
-    """The move_it service: chains, an optional publisher, the housekeeping loop."""
+    """The move_it service: an optional publisher and the chains (run by a ChainService)."""
 
     kind = "move_it"
 
@@ -322,33 +326,26 @@ class MoveIt:
         self.transfers = transfers or TransferService()
         self._own_transfers = transfers is None
         self.publisher: messaging.Publisher | None = None
-        self.chains: dict[str, MovedChain] = {}
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._housekeeper: threading.Thread | None = None
         self._own_ip: str | None = None
-        self._fatal: str | None = None
+        self.service = ChainService(self.kind, self._make_chain, self.metrics, tick=self._heartbeat,
+                                    check_interval=self.options.chain_check_interval,
+                                    max_restarts=self.options.max_notifier_restarts)
         self.ready = threading.Event()
+
+    @property
+    def chains(self) -> dict[str, MovedChain]:
+        return self.service.chains
 
     def start(self) -> None:
         if self.options.publish_port is not None:
             self.publisher = messaging.Publisher(PUBLISHER_NAME, self.options.publish_port,
                                                  self.options.publish_address, nameservers=False).start()
-            self.publisher.heartbeat(HEARTBEAT_INTERVAL)
-        for chain in self.config.chains:
-            self._start_chain(chain)
-        self._housekeeper = threading.Thread(target=self._housekeeping, name="move_it-housekeeping", daemon=True)
-        self._housekeeper.start()
+            self._heartbeat()
+        self.service.start(self.config.chains)
         self.ready.set()
 
     def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        with self._lock:
-            for moved in list(self.chains.values()):
-                moved.stop(timeout)
-            self.chains.clear()
-        if self._housekeeper is not None:
-            self._housekeeper.join(timeout)
+        self.service.stop(timeout)
         if self.publisher is not None:
             self.publisher.stop()
         if self._own_transfers:
@@ -356,22 +353,11 @@ class MoveIt:
 
     def reload(self, config: Config) -> None:
         """Rebuild changed chains, start new ones, stop removed ones; unchanged chains keep running."""
-        removed, changed, added = chain_changes(self.config.chains, config.chains)
-        with self._lock:
-            for name in removed + changed:
-                logger.info("Chain %s %s", name, "removed" if name in removed else "changed: restarting it")
-                moved = self.chains.pop(name, None)
-                if moved is not None:
-                    moved.stop(5.0)
-            for name in removed:
-                self.metrics.remove_chain(name)
-            for chain in config.chains:
-                if chain.name in added:
-                    logger.info("Chain %s added", chain.name)
-                if chain.name in added or chain.name in changed:
-                    self._start_chain(chain)
-            self.config = config
-        self.metrics.reloads.labels("success").inc()
+        self.service.reload(self.config, config, lambda new: setattr(self, "config", new))
+
+    def check_chains(self) -> None:
+        """What the housekeeping does every ``chain_check_interval`` s (ChainService.check_chains)."""
+        self.service.check_chains()
 
     def health(self) -> dict[str, Any]:
         chains = {name: {"watching": moved.healthy(), "error": moved.last_error}
@@ -380,52 +366,20 @@ class MoveIt:
                 "publisher": self.publisher.port if self.publisher is not None else None}
 
     def fatal_error(self) -> str | None:
-        return self._fatal
+        return self.service.fatal
 
     def own_ip(self) -> str:
         if self._own_ip is None:
             self._own_ip = messaging.own_ip()
         return self._own_ip
 
-    def _start_chain(self, chain: MoveItChain) -> None:
-        moved = MovedChain(chain, self)
-        moved.start()
-        self.chains[chain.name] = moved
+    def _make_chain(self, chain: MoveItChain) -> MovedChain:
+        return MovedChain(chain, metrics=self.metrics, options=self.options, transfers=self.transfers,
+                          publisher=self.publisher, own_ip=self.own_ip)
 
-    def _housekeeping(self) -> None:
-        last_check = time.monotonic()
-        while not self._stop.wait(1.0):
-            if self.publisher is not None:
-                try:
-                    self.publisher.heartbeat(HEARTBEAT_INTERVAL)
-                except Exception:
-                    logger.exception("Heartbeat failed")
-            if time.monotonic() - last_check >= self.options.chain_check_interval:
-                last_check = time.monotonic()
-                self.check_chains()
-
-    def check_chains(self) -> None:
-        """Restart the watchers that died or whose directory was missing (it may exist now).
-
-        As 0.19: when a chain has been found not watching at ``max_notifier_restarts``
-        consecutive checks (restarted or not: a watcher that keeps dying counts too),
-        the program stops with an error, for a process manager to restart it (0: never).
-        """
-        with self._lock:
-            for moved in self.chains.values():
-                if self._stop.is_set():
-                    return
-                if moved.healthy():
-                    moved.consecutive_restarts = 0
-                    continue
-                moved.consecutive_restarts += 1
-                logger.warning("Chain %s is not watching (%s): restarting its watcher (attempt %d)",
-                               moved.chain.name, moved.last_error or "watcher stopped", moved.consecutive_restarts)
-                moved.restart_watcher()
-                limit = self.options.max_notifier_restarts
-                if limit and moved.consecutive_restarts >= limit:
-                    self._fatal = (f"chain {moved.chain.name} could not be restarted after "
-                                   f"{moved.consecutive_restarts} attempts: {moved.last_error}")
+    def _heartbeat(self) -> None:
+        if self.publisher is not None:
+            self.publisher.heartbeat(HEARTBEAT_INTERVAL)
 
 
-__all__ = ["MoveIt", "MoveItOptions", "MovedChain", "as_directory", "chain_changes", "message_data", "names_a_file"]
+__all__ = ["MoveIt", "MoveItOptions", "MovedChain", "as_directory", "message_data", "names_a_file"]

@@ -237,3 +237,31 @@ def log_start(name: str, implementation: bool = True) -> None:
         return
     used = {"c": "compiled speedups (trollmoves._speedups)", "py": "pure-Python twin"}[IMPLEMENTATION]
     logger.info("%s %s starting; using %s", name, __version__, used)
+
+
+def apply_s3downloader_logging(section: Any, log_file: str | None, verbose: bool = False) -> None:
+    """Honour the config's ``logging`` mapping as 0.19's s3downloader did (unless --log-config is given).
+
+    ``logging_mode: DEBUG`` logs at DEBUG (else INFO; ``-v`` also gives DEBUG); with
+    ``-l FILE`` the file rotates at midnight UTC every ``log_rotation_days`` days,
+    keeping ``log_rotation_backup`` old files. Unlike 0.19 the file is not rotated at
+    every start (0.19 called ``doRollover()``, which overwrote the day's earlier backup).
+    """
+    if not isinstance(section, dict) or not section:
+        return
+    level = logging.DEBUG if verbose or str(section.get("logging_mode", "")) == "DEBUG" else logging.INFO
+    if log_file:
+        handler: logging.Handler = logging.handlers.TimedRotatingFileHandler(
+            log_file, when="midnight", interval=int(section.get("log_rotation_days", 1)),
+            backupCount=int(section.get("log_rotation_backup", 30)), utc=True)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+        old.close()
+    root.addHandler(handler)
+    root.setLevel(level)
+    for noisy in ("posttroll", "botocore", "s3transfer", "urllib3"):
+        logging.getLogger(noisy).setLevel(level if level == logging.DEBUG else logging.WARNING)

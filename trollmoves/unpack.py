@@ -173,3 +173,48 @@ def _xrit(path: str, workdir: str, decompressor: str | None) -> str:
     if result.returncode != 0 or not os.path.exists(os.path.join(workdir, out_name)):
         raise UnpackError(f"{decompressor} failed on {path} (exit {result.returncode})")
     return out_name
+
+
+# --------------------------------------------------------------------------------------------------
+# Server-side decompression (server and move_it, before a file is announced or copied)
+# --------------------------------------------------------------------------------------------------
+
+def decompress(path: str, method: str, working_directory: str | None, prog: str) -> str:
+    """Decompress ``path`` into ``working_directory``; return the new path (written atomically).
+
+    Unlike ``unpack`` (client side, after a transfer, beside the archive), this prepares a
+    file for serving or copying: ``bzip`` writes the name without ``.bz2``; ``xrit`` runs
+    ``prog`` on a name ending in ``C_`` inside a private directory and keeps its output
+    (the name ending in ``__``); any other name is copied unchanged. It lives here, not in
+    a daemon, so that the server and move_it share it without importing each other.
+    """
+    workdir = working_directory or tempfile.gettempdir()
+    os.makedirs(workdir, exist_ok=True)
+    name = os.path.basename(path)
+    if method == "bzip":
+        target = os.path.join(workdir, name[:-4] if name.endswith(".bz2") else name + ".out")
+        tmp = os.path.join(workdir, "." + os.path.basename(target) + ".tmp")
+        try:
+            with bz2.open(path, "rb") as src, open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+            os.replace(tmp, target)
+        except BaseException:
+            # a corrupt archive (or a full disk) leaves nothing behind in the working directory
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+            raise
+        return target
+    # xrit: the decompressor writes <name with C_ -> __> into its working directory
+    target_name = name[:-2] + "__" if name.endswith("C_") else name
+    target = os.path.join(workdir, target_name)
+    if name == target_name:
+        shutil.copy(path, target)
+        return target
+    with tempfile.TemporaryDirectory(dir=workdir, prefix=".trollmoves_") as tmpdir:
+        result = subprocess.run([prog, path], cwd=tmpdir, capture_output=True, timeout=600, check=False)
+        produced = os.path.join(tmpdir, target_name)
+        if result.returncode != 0 or not os.path.exists(produced):
+            raise OSError(f"{prog} failed on {path} (exit {result.returncode}): "
+                          f"{result.stderr.decode(errors='replace')[:200]}")
+        os.replace(produced, target)
+    return target

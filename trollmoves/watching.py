@@ -1,4 +1,4 @@
-"""Watching directories for new files: inotify (pyinotify), or polling for network mounts.
+"""Watching directories for new files: inotify (the kernel interface), or polling for network mounts.
 
 A watcher calls ``on_file(path)`` for every file that was closed after writing or
 moved into a watched directory (inotify), or that appeared and stayed unchanged
@@ -23,11 +23,6 @@ import struct
 import threading
 from collections.abc import Callable
 
-try:  # pyinotify imports asyncore, which Python 3.12 removed: watchdog's inotify observer replaces it there
-    import pyinotify
-except ImportError:  # pragma: no cover - exercised on Python >= 3.12
-    pyinotify = None
-
 logger = logging.getLogger(__name__)
 
 FileCallback = Callable[[str], None]
@@ -44,14 +39,6 @@ def _libc() -> ctypes.CDLL:
     libc.inotify_init1.argtypes = [ctypes.c_int]
     libc.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
     return libc
-
-
-def kernel_inotify_available() -> bool:
-    try:
-        _libc().inotify_init1
-    except (OSError, AttributeError):
-        return False
-    return True
 
 
 def is_temporary_name(path: str) -> bool:
@@ -86,139 +73,16 @@ def _identity(directory: str) -> tuple[int, int] | None:
     return (stat.st_dev, stat.st_ino)
 
 
-class _Handler(pyinotify.ProcessEvent if pyinotify else object):
-    def my_init(self, watcher: InotifyWatcher) -> None:  # pyinotify's init hook
-        self.watcher = watcher
-
-    def process_IN_CLOSE_WRITE(self, event) -> None:  # noqa: N802 - pyinotify naming
-        self.watcher._file_event(event.pathname)
-
-    def process_IN_MOVED_TO(self, event) -> None:  # noqa: N802
-        if event.dir:
-            self.watcher._directory_appeared(event.pathname)
-        else:
-            self.watcher._file_event(event.pathname)
-
-    def process_IN_CREATE(self, event) -> None:  # noqa: N802
-        if event.dir:
-            self.watcher._directory_appeared(event.pathname)
-
-    def process_IN_DELETE_SELF(self, event) -> None:  # noqa: N802
-        self.watcher._gone(event.pathname)
-
-    def process_IN_MOVE_SELF(self, event) -> None:  # noqa: N802
-        self.watcher._gone(event.pathname)
-
-    def process_IN_IGNORED(self, event) -> None:  # noqa: N802
-        self.watcher._gone(event.pathname)
-
-    def process_IN_Q_OVERFLOW(self, event) -> None:  # noqa: N802
-        logger.warning("inotify queue overflow on %s: rescanning", self.watcher.directory)
-        self.watcher._rescan()
-
-    def process_default(self, event) -> None:
-        pass
-
-
-class _InotifyDirectoryWatcher:
-    """What both inotify watchers share: health of the watched directory, rescan on overflow.
-
-    A subclass sets ``directory``, ``on_file``, ``recursive``, ``on_overflow``,
-    ``_thread``, ``_identity`` (at start) and ``_root_gone`` (when the directory
-    itself is deleted or moved away).
-    """
-
-    def is_alive(self) -> bool:
-        """Running, and still watching the directory at that path (not a deleted one it replaced)."""
-        return (self._thread is not None and self._thread.is_alive() and not self._root_gone
-                and _identity(self.directory) == self._identity)
-
-    def _rescan(self) -> None:
-        if self.on_overflow is not None:
-            self.on_overflow()
-        else:
-            for path in scan(self.directory, self.recursive):
-                self.on_file(path)
-
-
-class PyinotifyWatcher(_InotifyDirectoryWatcher):
-    """Report files closed after writing or moved in, under ``directory`` (pyinotify)."""
-
-    mask = (pyinotify.IN_CLOSE_WRITE | pyinotify.IN_MOVED_TO | pyinotify.IN_CREATE | pyinotify.IN_Q_OVERFLOW
-            | pyinotify.IN_DELETE_SELF | pyinotify.IN_MOVE_SELF) if pyinotify else 0
-
-    def __init__(self, directory: str, on_file: FileCallback, recursive: bool = False,
-                 on_overflow: Callable[[], None] | None = None):
-        self.directory = directory
-        self.on_file = on_file
-        self.recursive = recursive
-        self.on_overflow = on_overflow
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._wm = pyinotify.WatchManager()
-        self._notifier = pyinotify.Notifier(self._wm, _Handler(watcher=self), timeout=200)
-
-    def start(self) -> InotifyWatcher:
-        if not os.path.isdir(self.directory):
-            raise FileNotFoundError(f"watched directory does not exist: {self.directory}")
-        self._identity = _identity(self.directory)
-        self._root_gone = False
-        result = self._wm.add_watch(self.directory, self.mask, rec=self.recursive, auto_add=self.recursive,
-                                    quiet=False)
-        if any(wd < 0 for wd in result.values()):
-            raise OSError(f"cannot watch {self.directory} (inotify limit reached?)")
-        self._thread = threading.Thread(target=self._run, name=f"watch:{self.directory}", daemon=True)
-        self._thread.start()
-        return self
-
-    def _gone(self, path: str) -> None:
-        """The watched directory itself was deleted or moved away: this watcher is dead."""
-        if path is not None and os.path.normpath(path) == os.path.normpath(self.directory):
-            logger.warning("Watched directory %s was removed or moved", self.directory)
-            self._root_gone = True
-
-    def _run(self) -> None:
-        try:
-            while not self._stop.is_set():
-                if self._notifier.check_events(200):
-                    self._notifier.read_events()
-                    self._notifier.process_events()
-        except Exception:  # noqa: BLE001 - the health check restarts the watcher
-            logger.exception("Watcher of %s died", self.directory)
-
-    def _file_event(self, path: str) -> None:
-        if not is_temporary_name(path):
-            self.on_file(path)
-
-    def _directory_appeared(self, path: str) -> None:
-        if not self.recursive:
-            return
-        # auto_add watches the new directory, but files written before the watch existed need a scan
-        if self._wm.get_wd(path) is None:
-            self._wm.add_watch(path, self.mask, rec=True, auto_add=True, quiet=True)
-        for file_path in scan(path, recursive=True):
-            self.on_file(file_path)
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-        try:
-            self._notifier.stop()
-        except (OSError, KeyError):
-            pass
-
-
-class KernelInotifyWatcher(_InotifyDirectoryWatcher):
+class KernelInotifyWatcher:
     """Report files closed after writing or moved in, reading the kernel's inotify queue directly.
 
-    Why not pyinotify here: its per-event Python work (event objects, path
-    bookkeeping, debug strings built for every raw event) put ~0.3 ms between a
-    file's close and our callback, against ~0.15 ms for the bare wake-up (perf
-    README, "Where the time goes"); file-arrival latency is a goal of this
-    project. The kernel interface is small: ``inotify_init1``/``inotify_add_watch``
-    through ctypes, fixed-size event headers parsed with ``struct``. Same
-    contract as the other watchers: recursive watches with new directories
+    Why not pyinotify (which this replaced): its per-event Python work (event
+    objects, path bookkeeping, debug strings built for every raw event) put
+    ~0.3 ms between a file's close and our callback, against ~0.15 ms for the
+    bare wake-up (perf README, "Where the time goes"); file-arrival latency is a
+    goal of this project. The kernel interface is small:
+    ``inotify_init1``/``inotify_add_watch`` through ctypes, fixed-size event
+    headers parsed with ``struct``. Recursive watches with new directories
     watched and scanned, an overflow rescans, a removed or replaced watched
     directory makes ``is_alive()`` false.
     """
@@ -256,6 +120,18 @@ class KernelInotifyWatcher(_InotifyDirectoryWatcher):
         self._thread = threading.Thread(target=self._run, name=f"watch:{self.directory}", daemon=True)
         self._thread.start()
         return self
+
+    def is_alive(self) -> bool:
+        """Running, and still watching the directory at that path (not a deleted one it replaced)."""
+        return (self._thread is not None and self._thread.is_alive() and not self._root_gone
+                and _identity(self.directory) == self._identity)
+
+    def _rescan(self) -> None:
+        if self.on_overflow is not None:
+            self.on_overflow()
+        else:
+            for path in scan(self.directory, self.recursive):
+                self.on_file(path)
 
     def _watch_below(self, path: str) -> None:
         """Watch every (non-hidden) directory under ``path``."""
@@ -412,70 +288,5 @@ class PollingWatcher:
             self._thread.join(timeout)
 
 
-class WatchdogInotifyWatcher:
-    """The same reports through watchdog's inotify observer (used where pyinotify cannot import)."""
-
-    def __init__(self, directory: str, on_file: FileCallback, recursive: bool = False,
-                 on_overflow: Callable[[], None] | None = None):
-        from watchdog.events import FileSystemEventHandler
-        from watchdog.observers.inotify import InotifyObserver
-
-        self.directory = directory
-        self.on_file = on_file
-        self.recursive = recursive
-        watcher = self
-
-        class Handler(FileSystemEventHandler):
-            def on_closed(self, event):
-                if not event.is_directory and not is_temporary_name(event.src_path):
-                    watcher.on_file(event.src_path)
-
-            def on_deleted(self, event):
-                if os.path.normpath(event.src_path) == os.path.normpath(watcher.directory):
-                    watcher._root_gone = True
-
-            def on_moved(self, event):
-                if os.path.normpath(event.src_path) == os.path.normpath(watcher.directory):
-                    watcher._root_gone = True
-                    return
-                if event.is_directory:
-                    if watcher.recursive:
-                        for path in scan(event.dest_path, True):
-                            watcher.on_file(path)
-                elif not is_temporary_name(event.dest_path):
-                    watcher.on_file(event.dest_path)
-
-            def on_created(self, event):
-                if event.is_directory and watcher.recursive:
-                    for path in scan(event.src_path, True):
-                        watcher.on_file(path)
-
-        self._handler = Handler()
-        self._observer = InotifyObserver(generate_full_events=True)
-        self._identity: tuple[int, int] | None = None
-        self._root_gone = False
-
-    def start(self) -> WatchdogInotifyWatcher:
-        if not os.path.isdir(self.directory):
-            raise FileNotFoundError(f"watched directory does not exist: {self.directory}")
-        self._identity = _identity(self.directory)
-        self._observer.schedule(self._handler, self.directory, recursive=self.recursive)
-        self._observer.start()
-        return self
-
-    def is_alive(self) -> bool:
-        return (self._observer.is_alive() and not self._root_gone
-                and _identity(self.directory) == self._identity)
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._observer.stop()
-        if self._observer.is_alive():
-            self._observer.join(timeout)
-
-
-if kernel_inotify_available():
-    InotifyWatcher = KernelInotifyWatcher
-elif pyinotify is not None:  # pragma: no cover - a libc without inotify_init1
-    InotifyWatcher = PyinotifyWatcher
-else:  # pragma: no cover
-    InotifyWatcher = WatchdogInotifyWatcher
+InotifyWatcher = KernelInotifyWatcher
+"""The name callers use: every supported Linux libc has ``inotify_init1``."""

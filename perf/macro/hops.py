@@ -5,7 +5,8 @@
 Measures, between two processes on this machine, with no trollmoves code in the way:
 inotify (a file closed -> a process blocked in poll() on its inotify descriptor wakes),
 ZeroMQ PUB -> SUB, and DEALER -> ROUTER (one 600-byte frame); and, for the watcher,
-our KernelInotifyWatcher and the pyinotify one (file closed -> callback). Each sample
+our KernelInotifyWatcher (file closed -> callback; the pyinotify-based watcher it replaced
+was removed in issue 16). Each sample
 includes the way back to the measuring process (a multiprocessing queue, ~0.1 ms), so the
 figures are upper bounds of each hop. A file's arrival needs at least inotify + PUB/SUB +
 DEALER/ROUTER + the copy; perf/README.md ("Where the time goes") compares them with the
@@ -133,7 +134,6 @@ def main() -> None:
     count = parser.parse_args().count
     rows = [("inotify: file closed -> poll() wakes (bare)", _file_hop(count, _raw_inotify)),
             ("KernelInotifyWatcher: file closed -> callback", _file_hop(count, _watcher, "KernelInotifyWatcher")),
-            ("PyinotifyWatcher: file closed -> callback", _file_hop(count, _watcher, "PyinotifyWatcher")),
             ("ZeroMQ PUB -> SUB, 600 bytes", _pub_sub(count)),
             ("ZeroMQ DEALER -> ROUTER, 600 bytes", _dealer_router(count))]
     for name, samples in rows:

@@ -21,14 +21,18 @@ from pathlib import Path
 
 import pytest
 
+import trollmoves
 from trollmoves import config
 
-PACKAGE = Path(config.__file__).resolve().parent
+PACKAGE = Path(trollmoves.__file__).resolve().parent
+"""The trollmoves package directory. Its top-level modules and the services the daemons are made of
+are searched: the config package and ``values.py`` parse keys, which does not honour them."""
 
 DAEMON_MODULES = {"server.py", "client.py", "mirror.py", "move_it.py", "dispatcher.py", "s3downloader.py"}
-SHARED = sorted(p.name for p in PACKAGE.glob("*.py")
-                if p.name not in DAEMON_MODULES | {"config.py", "demo.py", "__init__.py"})
-"""Modules every daemon runs (program, cli, listening, watching, chains, metrics, ...); the movers read
+SHARED = sorted(str(p.relative_to(PACKAGE))
+                for package in ("", "services/", "metrics/", "messaging/") for p in PACKAGE.glob(f"{package}*.py")
+                if p.name not in DAEMON_MODULES | {"values.py", "demo.py", "__init__.py"})
+"""Modules every daemon runs (program, cli, listening, watching, services/*, metrics, ...); the movers read
 typed TransferOptions, never config keys, so they are not searched (their ``.timeout`` is not a key's)."""
 
 # (config class, kind for REFUSED_KEYS, modules that read its keys besides the shared ones)
@@ -102,9 +106,11 @@ def test_a_refused_key_is_refused_at_load_naming_file_section_and_key(tmp_path, 
     """The refusal mechanism itself, with a table entry planted for the test."""
     from types import MappingProxyType
 
+    from trollmoves.config import model  # the module whose table the readers consult
+
     table = dict(config.REFUSED_KEYS)
     table["server"] = MappingProxyType({"station": "planted by the test"})
-    monkeypatch.setattr(config, "REFUSED_KEYS", MappingProxyType(table))
+    monkeypatch.setattr(model, "REFUSED_KEYS", MappingProxyType(table))
     path = tmp_path / "srv.ini"
     path.write_text("[hrit]\norigin = /d/{name}\ntopic = /t\nstation = here\n")
     cfg = config.load(path, "server")

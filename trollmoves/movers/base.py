@@ -1,4 +1,4 @@
-"""The mover core: what a protocol must provide, and the 0.19 per-file API.
+"""The mover core: what a protocol must provide (a session and a driver), and nothing above it.
 
 A protocol lives in one module with two classes:
 
@@ -8,7 +8,8 @@ A protocol lives in one module with two classes:
   declared in ``capabilities`` and read once by the shared delivery code,
   which falls back when one is absent.
 * a ``Mover`` subclass: the protocol's driver (``connect``, ``pool_key``,
-  ``remote_path``, ``check_options``) and, for programs written against
+  ``remote_path``, ``check_options``). The built-in drivers subclass
+  ``per_file.PerFileMover``, which adds, for programs written against
   trollmoves 0.19, the old ``Mover(origin, destination, attrs).copy()`` API.
 
 Movers hold no connections and start no threads of their own: pooling, retries,
@@ -20,20 +21,15 @@ in the service's ``DriverCache``, which the service closes with the pool.
 from __future__ import annotations
 
 import logging
-import os
 import posixpath
 import threading
-from collections.abc import Callable, Hashable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Hashable
+from typing import Any
 
 from trollmoves.errors import TransferError
-from trollmoves.movers.destination import Destination, parse_destination, target_path
+from trollmoves.movers.destination import Destination, target_path
 from trollmoves.movers.options import TransferOptions
 from trollmoves.movers.retry import classify
-
-if TYPE_CHECKING:  # pragma: no cover
-    from trollmoves.movers.source import Source
-    from trollmoves.movers.transfer import TransferResult
 
 logger = logging.getLogger(__name__)
 
@@ -57,8 +53,11 @@ class Connection:
         return f"<{type(self).__name__} {self.endpoint.safe_url('')}>"
 
     # required ------------------------------------------------------------------------------
-    def upload(self, source: Source, remote: str) -> int:
-        """Send ``source`` to ``remote``; return the number of bytes sent."""
+    def upload(self, source: Any, remote: str) -> int:
+        """Send ``source`` (a ``movers.source.Source``) to ``remote``; return the number of bytes sent.
+
+        Typed ``Any`` here so that the core imports nothing above it; drivers annotate ``Source``.
+        """
         raise NotImplementedError
 
     def rename(self, old: str, new: str) -> None:
@@ -171,41 +170,15 @@ class DriverCache:
 
 
 class Mover:
-    """Base of the protocol drivers, and the 0.19 per-file API.
+    """Base of the protocol drivers: how to reach an endpoint and where a file goes there.
 
-    ``Mover(origin, destination, attrs, backup_targets).copy()`` transfers one
-    file through a short-lived transfer service and returns a TransferResult;
-    ``destination`` is then the destination actually used (backup host,
-    resolved file name), as a ParseResult without password.
+    Only class methods: the transfer service calls them with an endpoint and options.
+    The 0.19 per-file constructor and ``copy()``/``move()`` are in ``per_file``, which
+    the built-in drivers subclass.
     """
 
     schemes: tuple[str, ...] = ()
     default_port: int | None = None
-
-    def __init__(self, origin: str, destination: Any, attrs: Mapping[str, Any] | None = None,
-                 backup_targets: list[str] | None = None):
-        self.origin = origin
-        self._target = parse_destination(destination)
-        self.destination = self._target.parse_result()
-        self.attrs = dict(attrs or {})
-        self.backup_targets = backup_targets
-        self.result: TransferResult | None = None
-
-    def copy(self) -> TransferResult:
-        """Transfer the file (atomically, checksummed, retried)."""
-        from trollmoves.movers.transfer import TransferService
-
-        with TransferService() as service:
-            self.result = service.transfer(self.origin, self._target, self.attrs,
-                                           backup_targets=self.backup_targets, mover=type(self))
-        self.destination = self.result.url
-        return self.result
-
-    def move(self) -> TransferResult:
-        """Transfer the file, then delete the source."""
-        result = self.copy()
-        os.remove(self.origin)
-        return result
 
     # driver --------------------------------------------------------------------------------
     @classmethod

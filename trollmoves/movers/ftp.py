@@ -15,9 +15,10 @@ import logging
 import netrc
 
 from trollmoves.errors import PermanentTransferError, TransferError, TransientTransferError
-from trollmoves.movers.base import REMOTE_SIZE, RENAME, Connection, DriverCache, Mover
+from trollmoves.movers.base import REMOTE_SIZE, RENAME, Connection, DriverCache
 from trollmoves.movers.destination import Destination
 from trollmoves.movers.options import TransferOptions
+from trollmoves.movers.per_file import PerFileMover
 from trollmoves.movers.retry import classify, describe
 from trollmoves.movers.source import Source
 
@@ -121,7 +122,7 @@ class FtpConnection(Connection):
             self.ftp.close()
 
 
-class FtpMover(Mover):
+class FtpMover(PerFileMover):
     """``ftp://[user[:password]@]host[:port]/path``."""
 
     schemes = ("ftp",)

@@ -17,9 +17,10 @@ import logging
 import os
 
 from trollmoves.errors import PermanentTransferError
-from trollmoves.movers.base import REMOTE_SIZE, RENAME, Connection, DriverCache, Mover
+from trollmoves.movers.base import REMOTE_SIZE, RENAME, Connection, DriverCache
 from trollmoves.movers.destination import Destination
 from trollmoves.movers.options import TransferOptions
+from trollmoves.movers.per_file import PerFileMover
 from trollmoves.movers.source import Source
 
 logger = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ class LocalConnection(Connection):
             self._mkdirs(path)
 
 
-class FileMover(Mover):
+class FileMover(PerFileMover):
     """Copy or hard-link files on this host (``file://`` and bare paths)."""
 
     schemes = ("file", "")

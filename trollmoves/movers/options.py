@@ -18,10 +18,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from trollmoves.config import Invalid
-from trollmoves.config import to_bool as parse_bool
 from trollmoves.errors import PermanentTransferError
 from trollmoves.movers.checksum import DEFAULT_METHOD, normalise_method
+from trollmoves.values import Invalid
+from trollmoves.values import to_bool as parse_bool
 
 logger = logging.getLogger(__name__)
 

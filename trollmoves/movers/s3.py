@@ -23,7 +23,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from trollmoves.errors import PermanentTransferError, TransferError, TransientTransferError
-from trollmoves.movers.base import ATOMIC_PUT, REMOTE_CHECKSUM, REMOTE_SIZE, Connection, DriverCache, Mover
+from trollmoves.movers.base import ATOMIC_PUT, REMOTE_CHECKSUM, REMOTE_SIZE, Connection, DriverCache
 from trollmoves.movers.destination import Destination, s3_bucket_key
 from trollmoves.movers.options import (
     S3_ALLOWED_SETTINGS,
@@ -33,6 +33,7 @@ from trollmoves.movers.options import (
     to_int,
     to_size,
 )
+from trollmoves.movers.per_file import PerFileMover
 from trollmoves.movers.registry import missing_dependency
 from trollmoves.movers.retry import classify, describe
 from trollmoves.movers.source import Source
@@ -287,7 +288,7 @@ class S3Connection(Connection):
             logger.debug("Error closing S3 client: %s", err)
 
 
-class S3Mover(Mover):
+class S3Mover(PerFileMover):
     """``s3://bucket/prefix``: trailing slash keeps the file name, else the last part names the object."""
 
     schemes = ("s3",)

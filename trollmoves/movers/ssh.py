@@ -33,10 +33,11 @@ import threading
 import time
 
 from trollmoves.errors import PermanentTransferError, TransferError, TransientTransferError
-from trollmoves.movers.base import Connection, DriverCache, Mover
+from trollmoves.movers.base import Connection, DriverCache
 from trollmoves.movers.destination import Destination
 from trollmoves.movers.openssh import OpenSshUploader
 from trollmoves.movers.options import InvalidSettingError, TransferOptions
+from trollmoves.movers.per_file import PerFileMover
 from trollmoves.movers.registry import missing_dependency
 from trollmoves.movers.retry import classify, describe
 from trollmoves.movers.source import Source
@@ -308,7 +309,7 @@ class SshConnection(Connection):
             logger.debug("Error closing SSH session to %s: %s", self.endpoint.safe_url(""), err)
 
 
-class SshMover(Mover):
+class SshMover(PerFileMover):
     """Shared driver code of the SCP and SFTP movers."""
 
     default_port = 22

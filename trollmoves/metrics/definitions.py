@@ -1,0 +1,276 @@
+"""The metrics of one daemon (``Metrics``), on an injected registry, and their scrape-time values.
+
+Each service owns one ``Metrics`` (no global registry), so that a test can run two
+services in one process. Values that are cheaper to read when Prometheus asks than to
+keep up to date (retry queues, pooled connections) come from scrape callbacks and
+pools, run by ``_ScrapeTimeCollector`` each time the registry is collected.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.exposition import choose_encoder
+
+from trollmoves.metrics.labels import (
+    FAILURE_REASONS,
+    MESSAGE_TYPES,
+    POOL_STATES,
+    REFUSAL_REASONS,
+    RELOAD_RESULTS,
+    REQUEST_TYPES,
+    SCHEMES,
+)
+
+logger = logging.getLogger(__name__)
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+_DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900)
+
+ScrapeCallback = Callable[[], None]
+
+
+class Metrics:
+    """All metrics of one daemon. ``daemon`` is the build-info's daemon name."""
+
+    def __init__(self, daemon: str, registry: CollectorRegistry | None = None, process_metrics: bool = True):
+        from trollmoves import __version__
+        from trollmoves._accel import IMPLEMENTATION
+
+        self.daemon = daemon
+        self.version = __version__
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self._lock = threading.Lock()
+        self._chains: set[str] = set()
+        self._callbacks: list[tuple[str | None, ScrapeCallback]] = []
+        self._pools: list[Any] = []
+        reg = self.registry
+        # registered first: the registry collects in registration order, so scrape callbacks
+        # have set their gauges before those are read
+        self._scrape_collector = _ScrapeTimeCollector(self)
+        reg.register(self._scrape_collector)
+        if process_metrics:
+            ProcessCollector(registry=reg)
+        self.build_info = Gauge("trollmoves_build_info", "Version, daemon and active speedups (c or py)",
+                                ["version", "daemon", "speedups"], registry=reg)
+        self.build_info.labels(__version__, daemon, IMPLEMENTATION).set(1)
+        self.files_announced = Counter("trollmoves_files_announced_total", "Files announced", ["chain"],
+                                       registry=reg)
+        self.requests = Counter("trollmoves_requests_total", "Requests received on request ports",
+                                ["chain", "type"], registry=reg)
+        self.requests_refused = Counter("trollmoves_requests_refused_total", "Requests refused, by reason",
+                                        ["chain", "reason"], registry=reg)
+        self.transfers_started = Counter("trollmoves_transfers_started_total", "Transfers started",
+                                         ["chain", "scheme"], registry=reg)
+        self.transfers_succeeded = Counter("trollmoves_transfers_succeeded_total", "Transfers completed",
+                                           ["chain", "scheme"], registry=reg)
+        self.transfers_failed = Counter("trollmoves_transfers_failed_total", "Transfers failed, by reason",
+                                        ["chain", "scheme", "reason"], registry=reg)
+        self.transferred_bytes = Counter("trollmoves_transferred_bytes_total", "Bytes transferred",
+                                         ["chain", "scheme"], registry=reg)
+        self.transfer_duration = Histogram("trollmoves_transfer_duration_seconds", "Duration of transfers",
+                                           ["chain", "scheme"], buckets=_DURATION_BUCKETS, registry=reg)
+        self.arrival_latency = Histogram("trollmoves_file_arrival_latency_seconds",
+                                         "From a file's modification time (as announced) to its arrival "
+                                         "at the destination", ["chain"], buckets=_LATENCY_BUCKETS, registry=reg)
+        self.messages_received = Counter("trollmoves_messages_received_total", "Messages received",
+                                         ["chain", "type"], registry=reg)
+        self.messages_malformed = Counter("trollmoves_messages_malformed_total",
+                                          "Messages that could not be decoded", ["chain"], registry=reg)
+        self.messages_published = Counter("trollmoves_messages_published_total", "Messages published",
+                                          ["chain", "type"], registry=reg)
+        self.messages_dropped = Counter("trollmoves_messages_dropped_total",
+                                        "Messages a publisher could not queue (subscriber too far behind)",
+                                        ["chain"], registry=reg)
+        self.files_received = Counter("trollmoves_files_received_total", "Files received (client side)",
+                                      ["chain"], registry=reg)
+        self.duplicates_skipped = Counter("trollmoves_duplicates_skipped_total",
+                                          "Announcements of files already handled", ["chain"], registry=reg)
+        self.retries = Counter("trollmoves_retries_total", "Transfer or request retries", ["chain"], registry=reg)
+        self.retry_queue_length = Gauge("trollmoves_retry_queue_length", "Items waiting for a retry", ["chain"],
+                                        registry=reg)
+        self.retry_queue_oldest = Gauge("trollmoves_retry_queue_oldest_timestamp_seconds",
+                                        "Enqueue time of the oldest item waiting for a retry (0 if none)",
+                                        ["chain"], registry=reg)
+        self.given_up_files = Gauge("trollmoves_given_up_files", "Files whose fast retries failed, retried "
+                                    "slowly until they arrive or expire", ["chain"], registry=reg)
+        self.last_transfer = Gauge("trollmoves_last_transfer_timestamp_seconds",
+                                   "Time of the last successful transfer (0 if none yet)", ["chain"], registry=reg)
+        self.last_heartbeat = Gauge("trollmoves_last_heartbeat_timestamp_seconds",
+                                    "Time a heartbeat was last received from a provider (0 if none yet)",
+                                    ["chain"], registry=reg)
+        self.reloads = Counter("trollmoves_config_reloads_total", "Config reloads, by result", ["result"],
+                               registry=reg)
+        self.watcher_restarts = Counter("trollmoves_watcher_restarts_total", "Directory watcher restarts",
+                                        ["chain"], registry=reg)
+        self.catch_up_files = Counter("trollmoves_catch_up_files_total",
+                                      "Files requested (client) or relayed (mirror) after a catch-up query", ["chain"], registry=reg)
+        self.chains_configured = Gauge("trollmoves_chains", "Chains initialised (running or failing)",
+                                       registry=reg)
+        self.chains_configured.set_function(lambda: len(self._chains))
+        for result in RELOAD_RESULTS:
+            self.reloads.labels(result)
+
+    # the per-chain metrics, in the order of the exposition
+    def _chain_metrics(self) -> tuple:
+        return (self.files_announced, self.requests, self.requests_refused, self.transfers_started,
+                self.transfers_succeeded, self.transfers_failed, self.transferred_bytes, self.transfer_duration,
+                self.arrival_latency, self.messages_received, self.messages_malformed, self.messages_published,
+                self.messages_dropped, self.files_received, self.duplicates_skipped, self.retries,
+                self.retry_queue_length, self.retry_queue_oldest, self.given_up_files, self.last_transfer,
+                self.last_heartbeat, self.watcher_restarts, self.catch_up_files)
+
+    @property
+    def chains(self) -> frozenset[str]:
+        """The chains initialised and not removed."""
+        with self._lock:
+            return frozenset(self._chains)
+
+    def init_chain(self, chain: str, schemes: Iterable[str] = SCHEMES) -> None:
+        """Create every label set of a chain at zero, so that rates exist from the start.
+
+        Values of a chain initialised before (a chain restarted by a reload) are kept. Scrape
+        callbacks registered earlier for this chain are dropped: they belong to the old instance.
+        """
+        with self._lock:
+            self._chains.add(chain)
+            self._callbacks[:] = [(c, fn) for c, fn in self._callbacks if c != chain]
+        for counter in (self.files_announced, self.messages_malformed, self.files_received,
+                        self.duplicates_skipped, self.retries, self.catch_up_files, self.messages_dropped,
+                        self.watcher_restarts):
+            counter.labels(chain)
+        for gauge in (self.retry_queue_length, self.retry_queue_oldest, self.given_up_files,
+                      self.last_transfer, self.last_heartbeat):
+            gauge.labels(chain)
+        self.arrival_latency.labels(chain)
+        for atype in REQUEST_TYPES:
+            self.requests.labels(chain, atype)
+        for reason in REFUSAL_REASONS:
+            self.requests_refused.labels(chain, reason)
+        for atype in MESSAGE_TYPES:
+            self.messages_received.labels(chain, atype)
+            self.messages_published.labels(chain, atype)
+        for scheme in schemes:
+            self.transfers_started.labels(chain, scheme)
+            self.transfers_succeeded.labels(chain, scheme)
+            self.transferred_bytes.labels(chain, scheme)
+            self.transfer_duration.labels(chain, scheme)
+            for reason in FAILURE_REASONS:
+                self.transfers_failed.labels(chain, scheme, reason)
+
+    def remove_chain(self, chain: str) -> None:
+        """Forget a chain's label sets and scrape callbacks after it was removed by a reload."""
+        with self._lock:
+            self._chains.discard(chain)
+            self._callbacks[:] = [(c, fn) for c, fn in self._callbacks if c != chain]
+        for metric in self._chain_metrics():
+            for labels in list(metric._metrics):  # prometheus_client has no public listing
+                if labels and labels[0] == chain:
+                    metric.remove(*labels)
+
+    # scrape-time values ---------------------------------------------------------------------------
+    def add_scrape_callback(self, callback: ScrapeCallback, chain: str | None = None) -> Callable[[], None]:
+        """Call ``callback()`` at every scrape, before the values are read; return a function removing it.
+
+        A callback sets gauges, e.g. ``metrics.retry_queue_length.labels(chain).set(len(queue))``.
+        It must be quick and must not block (it runs in the HTTP server's thread); an exception is
+        logged and the scrape goes on. A callback registered with ``chain`` is dropped by
+        ``remove_chain(chain)`` and by the next ``init_chain(chain)``.
+        """
+        return self._add(self._callbacks, (chain, callback))
+
+    def watch_pool(self, pool: Any) -> Callable[[], None]:
+        """Export a connection pool's state at scrape time; ``pool.stats()`` returns ``PoolStats``.
+
+        Accepts a ``trollmoves.movers.pool.ConnectionPool`` or anything with the same ``stats()``
+        (a ``TransferService``). Several pools are summed. Returns a function that stops watching.
+        """
+        return self._add(self._pools, pool)
+
+    def _add(self, items: list, item: Any) -> Callable[[], None]:
+        """Append ``item`` under the lock; return a function that removes it again (once)."""
+        with self._lock:
+            items.append(item)
+
+        def remove() -> None:
+            with self._lock:
+                if item in items:
+                    items.remove(item)
+        return remove
+
+    def _run_scrape_callbacks(self) -> None:
+        with self._lock:
+            callbacks = list(self._callbacks)
+        for chain, callback in callbacks:
+            try:
+                callback()
+            except Exception:  # a broken callback never breaks a scrape
+                logger.exception("Metrics scrape callback %r (chain %s) failed", callback, chain)
+
+    def _pool_stats(self) -> dict[str, float]:
+        totals = dict.fromkeys(("idle", "leased", "opened", "reused", "closed"), 0.0)
+        with self._lock:
+            pools = list(self._pools)
+        for pool in pools:
+            try:
+                stats = pool.stats()
+            except Exception:
+                logger.exception("Cannot read the statistics of pool %r", pool)
+                continue
+            for key in totals:
+                totals[key] += float(getattr(stats, key, 0) or 0)
+        return totals
+
+    # reading values (health tracking, tests) ------------------------------------------------------
+    def per_chain(self, metric: Counter | Gauge, where: Mapping[str, str] | None = None) -> dict[str, float]:
+        """Values of a chain-labelled counter or gauge summed per chain (over its other labels)."""
+        totals: dict[str, float] = {}
+        suffix = "_total" if isinstance(metric, Counter) else ""
+        for family in metric.collect():
+            for sample in family.samples:
+                if suffix and not sample.name.endswith(suffix):
+                    continue
+                chain = sample.labels.get("chain")
+                if chain is None or any(sample.labels.get(k) != v for k, v in (where or {}).items()):
+                    continue
+                totals[chain] = totals.get(chain, 0.0) + sample.value
+        return totals
+
+    def exposition(self, accept: str | None = None) -> tuple[bytes, str]:
+        """The registry in the text format asked for by an ``Accept`` header: (body, content type)."""
+        encoder, content_type = choose_encoder(accept or "")
+        return encoder(self.registry), content_type
+
+
+class _ScrapeTimeCollector:
+    """Runs the scrape callbacks and exports pool statistics, each time the registry is collected."""
+
+    def __init__(self, metrics: Metrics):
+        self._metrics = metrics
+
+    def describe(self) -> list:
+        return list(self._families({}))
+
+    def collect(self) -> Iterable:
+        self._metrics._run_scrape_callbacks()
+        return self._families(self._metrics._pool_stats())
+
+    @staticmethod
+    def _families(stats: Mapping[str, float]) -> list:
+        connections = GaugeMetricFamily("trollmoves_pool_connections", "Connections open in the connection pools",
+                                        labels=["state"])
+        for state in POOL_STATES:
+            connections.add_metric([state], stats.get(state, 0.0))
+        families = [connections]
+        for key, doc in (("opened", "Connections opened by the connection pools"),
+                         ("reused", "Transfers that reused a pooled connection"),
+                         ("closed", "Pooled connections closed (idle, failed or at stop)")):
+            family = CounterMetricFamily(f"trollmoves_pool_connections_{key}", doc)
+            family.add_metric([], stats.get(key, 0.0))
+            families.append(family)
+        return families
