@@ -42,7 +42,10 @@ def file_items(atype: str, data: Any) -> list[dict]:
 
     A dataset's (or collection's) own metadata is copied into every file, the
     file's entries (``uri``, ``uid``, anything else it carries) taking precedence,
-    as the original's ``_get_file_messages_from_dataset_message`` did.
+    as the original's ``_get_file_messages_from_dataset_message`` did. Below the
+    message's own container only ``dataset`` lists are walked through (a collection
+    item's ``collection`` is metadata), and an item holding ``dataset`` is a container,
+    never a file itself.
     """
     if not isinstance(data, dict):
         return []
@@ -53,16 +56,7 @@ def file_items(atype: str, data: Any) -> list[dict]:
     if not isinstance(items, list):
         return []
     base = {key: value for key, value in data.items() if key != container}
-    files: list[dict] = []
-    for item in items:
-        if not isinstance(item, dict):
-            continue
-        merged = {**base, **{key: value for key, value in item.items() if key != "dataset"}}
-        if "dataset" in item:
-            files.extend(file_items("dataset", {**merged, "dataset": item["dataset"]}))
-        elif "uri" in item:
-            files.append(merged)
-    return files
+    return messaging.walk_entries(items, "uri", ("dataset",), inherit=base)
 
 
 class Subscription:

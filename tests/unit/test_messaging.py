@@ -474,3 +474,19 @@ def test_publisher_registers_with_the_nameserver(nameserver):
 
 def test_lookup_of_an_unknown_service_is_empty(nameserver):
     assert messaging.lookup_addresses(f"nobody_{uuid.uuid4().hex[:8]}", nameserver.host, timeout=1) == []
+
+
+def test_curve_keys_of_a_daemon_and_of_a_chain():
+    """The chain's own request-port keys, else the daemon's (duck-typed config: messaging imports no config)."""
+    from types import SimpleNamespace
+
+    daemon = SimpleNamespace(curve_secret_key_file="/k/server.key_secret", curve_clients_directory="/k/allowed")
+    config = SimpleNamespace(daemon=daemon)
+    keys = messaging.CurveServerKeys("/k/server.key_secret", "/k/allowed")
+    assert messaging.publisher_curve(config) == keys
+    assert messaging.request_curve(SimpleNamespace(), config) == keys
+    assert messaging.request_curve(SimpleNamespace(curve_secret_key_file=None), config) == keys
+    own = SimpleNamespace(curve_secret_key_file="/k/chain.key_secret", curve_clients_directory="/k/chain")
+    assert messaging.request_curve(own, config) == messaging.CurveServerKeys("/k/chain.key_secret", "/k/chain")
+    unset = SimpleNamespace(daemon=SimpleNamespace(curve_secret_key_file="/k/s", curve_clients_directory=None))
+    assert messaging.publisher_curve(unset) is None and messaging.request_curve(SimpleNamespace(), unset) is None
