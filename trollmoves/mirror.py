@@ -18,6 +18,13 @@ those files and catch up on them. At start, and when an upstream request address
 is first seen, the mirror asks each upstream what it announced since it was last
 heard (a catch-up ``info`` request) and relays what it missed while it was down.
 
+Composed, not inherited: each section is a ``ProviderFeed`` following the
+upstreams, the relay decision (``relay_decision``: confined? known? another
+source?), the announcement history and request port every serving chain has
+(``services.serving``), with ``local_copy`` as the port's pull hook; the daemon is
+a ``ServingDaemon`` (publisher, ChainService, deleter) plus a scheduler and the
+state store. Neither the server nor the client is imported.
+
 The original mirror crashed on its first section (reference §7.1); its
 ``push``/``ack``/``file`` publications for the inside transfer are not repeated
 here, because an outside client would take them for a hot spare's messages.
@@ -25,6 +32,7 @@ here, because an outside client would take them for a hot spare's messages.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import queue
@@ -34,24 +42,28 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from trollmoves import confine, messaging
-from trollmoves.client import (
+from trollmoves.announcements import ANNOUNCEMENT_TYPES, collect_uids, jsonable
+from trollmoves.config import Config, MirrorChain
+from trollmoves.destinations import compose_destination
+from trollmoves.errors import MessageDecodeError, RequestError
+from trollmoves.metrics import Metrics, message_type_label
+from trollmoves.push_plan import entry_path, uri_entries
+from trollmoves.relay_decision import relay_decision, source_news
+from trollmoves.services.catch_up import (
     CATCH_UP_MARGIN,
     PROVIDER_SEEN_PERSIST_INTERVAL,
-    Scheduler,
-    jsonable,
-    collect_uids,
-    compose_destination,
+    REJOIN_GRACE,
+    catch_up_request,
+    offered_announcements,
 )
-from trollmoves.config import Config, MirrorChain
-from trollmoves.errors import MessageDecodeError, RequestError
-from trollmoves.metrics import message_type_label
-from trollmoves.server import REJOIN_GRACE, ServedChain, Server, ServerOptions, file_entries, request_curve
+from trollmoves.services.following import ProviderFeed
+from trollmoves.services.scheduler import Scheduler
+from trollmoves.services.serving import ServerOptions, ServingChain, ServingDaemon, ServingParts
 from trollmoves.state import StateStore, default_state_path
 
 logger = logging.getLogger(__name__)
 
 PUBLISHER_NAME = "move_it_mirror"
-ANNOUNCEMENT_TYPES = ("file", "dataset", "collection")
 CATCH_UP_QUEUE = 256
 PERIODIC_CATCH_UP = 60.0  # s between catch-ups with every upstream while running
 
@@ -61,12 +73,6 @@ def state_path(config: Config) -> str:
     default = default_state_path(config.path, "mirror")
     directory = config.daemon.state_directory
     return os.path.join(directory, os.path.basename(default)) if directory else default
-
-
-def upstream_path(data: dict) -> str | None:
-    """The key of an upstream announcement: the path of its first file (None: no file in it)."""
-    entries = file_entries(data)
-    return urlsplit(str(entries[0]["uri"])).path if entries else None
 
 
 def local_directory(destination: str, ftp_root: str) -> str:
@@ -86,15 +92,17 @@ def revive(subject: str, atype: str, data: Any) -> messaging.Message:
     return messaging.decode(messaging.encode(subject, atype, data))
 
 
-class MirroredChain(ServedChain):
-    """A mirror section: upstream subscriber + re-announcer + request port serving pulled files."""
+class MirroredChain(ServingChain):
+    """A mirror section: upstream follower + re-announcer + request port serving pulled files."""
 
     chain: MirrorChain
 
-    def __init__(self, chain: MirrorChain, server: Mirror):
-        super().__init__(chain, server)
+    def __init__(self, chain: MirrorChain, parts: ServingParts, state: StateStore, scheduler: Scheduler):
+        super().__init__(chain, parts, source_for=self.local_copy)
         self.matcher = None  # nothing is watched: files come from upstream
-        self.state: StateStore = server.state
+        self.state = state
+        self.scheduler = scheduler
+        self.feed: ProviderFeed | None = None
         self.sources: dict[str, list[messaging.Message]] = {}
         self._sources_lock = threading.Lock()
         self._pull_locks: dict[str, threading.Lock] = {}
@@ -106,28 +114,39 @@ class MirroredChain(ServedChain):
         self._catch_ups: queue.Queue[tuple[str, float]] = queue.Queue(maxsize=CATCH_UP_QUEUE)
         self._catch_up_after = 0.0
         self._catch_up_thread: threading.Thread | None = None
-        self._upstream_ready = threading.Event()
         self._recorded = 0
         self.periodic_catch_up = PERIODIC_CATCH_UP
         self._last_periodic = time.monotonic()
 
     def start(self) -> None:
-        self.metrics.init_chain(self.chain.name)
+        chain = self.chain
+        self.metrics.init_chain(chain.name)
         self._warn_unused_keys()
         self.restore()
-        if self.chain.request_port:
-            self.request_server = messaging.RequestServer(self.chain.request_port, self.chain.request_bind_address,
-                                                          curve=request_curve(self.chain, self.server.config)).start()
-            self._spawn(self._serve_requests, f"requests:{self.chain.name}")
-        self._spawn(self._upstream_loop, f"upstream:{self.chain.name}")
-        self._upstream_ready.wait(10)
+        self.open_request_port()
+        self.feed = ProviderFeed(f"Mirror chain {chain.name}", chain.providers, [chain.client_topic or chain.topic],
+                                 lambda _address, message: self.from_upstream(message),
+                                 lambda _e: self.metrics.messages_malformed.labels(chain.name).inc(),
+                                 provider_topics=lambda provider: [provider.topic] if provider.topic else None,
+                                 error_text="cannot relay a")
+        self.feed.start(10)
         self._start_catching_up()
 
-    def stop(self, timeout: float, abort: threading.Event | None = None) -> None:
-        """Also stop the catch-up thread; one still waiting for a reply ends on its own, touching nothing."""
-        super().stop(timeout, abort)
+    def stop(self, timeout: float) -> None:
+        """Stop following and serving; a catch-up still waiting for a reply ends on its own, touching nothing."""
+        self._stop.set()
+        self.drain(timeout)
+        if self.feed is not None:
+            self.feed.stop(timeout)
+        self.join(timeout)
         if self._catch_up_thread is not None:
             self._catch_up_thread.join(min(timeout, 1.0))
+
+    def healthy(self) -> bool:
+        return True  # nothing is watched
+
+    def restart_watcher(self) -> bool:
+        return True
 
     def _warn_unused_keys(self) -> None:
         """Keys a mirror section accepts (0.19 read them with the client's defaults) without effect.
@@ -163,9 +182,9 @@ class MirroredChain(ServedChain):
                 continue
             with self._sources_lock:
                 self.sources[key] = sources
-            entries = file_entries(relayed.data)
-            for entry in entries:
-                self._remember_at(urlsplit(str(entry["uri"])).path, relayed.type, relayed.data, when)
+            entries = uri_entries(relayed.data)
+            for entry in entries:  # with its original time: outside catch-ups compare times
+                self.announcements.remember(entry_path(entry), relayed.type, relayed.data, when)
             self._announce_if_still_delayed(relayed, len(entries), when)
             restored += 1
         logger.info("Mirror chain %s: restored %d announcements from the state store", chain.name, restored)
@@ -174,22 +193,13 @@ class MirroredChain(ServedChain):
         """An announcement still waiting for its ``delay`` when the mirror stopped was never sent: send it."""
         remaining = when + self.chain.delay - time.time()
         if self.chain.delay and remaining > 0:
-            self.server.scheduler.call_later(remaining, lambda: self._announce(relayed.type, relayed.data, count))
-
-    def _remember_at(self, path: str, atype: str, data: dict, when: float) -> None:
-        """Remember a relayed announcement with its original time (outside catch-ups compare times)."""
-        self.remember(path, atype, data)
-        with self.history_lock:
-            announced = self.history.get(path)
-            if announced is not None:
-                announced.time = when
+            self.scheduler.call_later(remaining, lambda: self._announce(relayed.type, relayed.data, count))
 
     def _record(self, key: str) -> None:
         """Store the upstream sources and the relayed announcement of ``key`` (at most announce_history)."""
         with self._sources_lock:
             sources = list(self.sources.get(key, ()))
-        with self.history_lock:
-            announced = self.history.get(key)
+        announced = self.announcements.get(key)
         if not sources or announced is None:
             return
         self.state.remember_announcement(self.chain.name, key, {
@@ -205,24 +215,6 @@ class MirroredChain(ServedChain):
         topics += [provider.topic for provider in self.chain.providers if provider.topic]
         return [topic for topic in topics if topic]
 
-    def _upstream_loop(self) -> None:
-        chain = self.chain
-        topics = [chain.client_topic or chain.topic]
-        subscriber = messaging.Subscriber((), topics, on_malformed=lambda _e: self.metrics.messages_malformed.labels(
-            chain.name).inc())
-        for provider in chain.providers:
-            subscriber.add(provider.address, [provider.topic] if provider.topic else None)
-        self._upstream_ready.set()
-        try:
-            while not self._stop.is_set():
-                for _address, message in subscriber.recv(0.25):
-                    try:
-                        self.from_upstream(message)
-                    except Exception:  # noqa: BLE001
-                        logger.exception("Mirror chain %s: cannot relay a %s message", chain.name, message.type)
-        finally:
-            subscriber.close()
-
     def from_upstream(self, message: messaging.Message) -> bool:
         """A message received from upstream: counted, then relayed unless known; True if relayed."""
         data = message.data if isinstance(message.data, dict) else None
@@ -234,23 +226,20 @@ class MirroredChain(ServedChain):
     def relay_upstream(self, message: messaging.Message) -> bool:
         """Re-announce an upstream announcement unless its file is known already; True if relayed."""
         data = message.data
-        try:  # the mirror composes its destination from these fields and joins the uids to it
-            confine.check_announcement(collect_uids(data), data, confine.template_fields(self.chain.destination))
-        except confine.ConfinementError as exc:
+        decision = relay_decision(data, confine.template_fields(self.chain.destination))
+        if decision.refused is not None:
             self.metrics.requests_refused.labels(self.chain.name, "path_escape").inc()
             logger.warning("Mirror chain %s: refused an announcement (path_escape): %s", self.chain.name,
-                           str(exc)[:400])
+                           decision.refused)
             return False
         self._note_upstream(str(data["request_address"]))
-        first_path = upstream_path(data)
+        first_path = decision.key
         if first_path is None:
             return False
         with self._sources_lock:
-            known = first_path in self.sources
-            alternatives = self.sources.setdefault(first_path, [])
-            added = all(m.data.get("request_address") != data["request_address"] for m in alternatives)
+            known, added = source_news(self.sources.get(first_path), data["request_address"])
             if added:
-                alternatives.append(message)
+                self.sources.setdefault(first_path, []).append(message)
             while len(self.sources) > self.chain.announce_history:
                 oldest = next(iter(self.sources))
                 self.sources.pop(oldest)
@@ -259,22 +248,21 @@ class MirroredChain(ServedChain):
             if added:
                 self._record(first_path)  # another provider's copy, kept as an alternative source
             return False
-        entries = file_entries(data)
+        entries = uri_entries(data)
         relayed = dict(data)
-        relayed["request_address"] = self.server.request_address(self.chain)
+        relayed["request_address"] = self.parts.request_address(self.chain)
         for entry in entries:
-            self.remember(urlsplit(str(entry["uri"])).path, message.type, relayed)
+            self.remember(entry_path(entry), message.type, relayed)
         self._record(first_path)
         if self.chain.delay:
-            self.server.scheduler.call_later(
-                self.chain.delay, lambda: self._announce(message.type, relayed, len(entries)))
+            self.scheduler.call_later(self.chain.delay, lambda: self._announce(message.type, relayed, len(entries)))
         else:
             self._announce(message.type, relayed, len(entries))
         return True
 
     def _announce(self, atype: str, data: dict, count: int) -> None:
         msg = messaging.make_message(self.chain.topic, atype, data)
-        if self.server.publish(msg, self.chain.name):
+        if self.parts.publish(msg, self.chain.name):
             self.metrics.files_announced.labels(self.chain.name).inc(count)
             logger.info("Mirror chain %s: re-announced %s", self.chain.name, ", ".join(collect_uids(data)))
 
@@ -349,8 +337,7 @@ class MirroredChain(ServedChain):
         """Ask one upstream for what it announced since ``since``, relay what was missed; how many were."""
         chain = self.chain
         topics = self._upstream_topics()
-        request = messaging.make_message(topics[0] if topics else "/", "info",
-                                         {"catch_up": {"since": since}, "max_count": 0})
+        request = catch_up_request(topics[0] if topics else None, since)
         try:
             reply = messaging.Requester(request_address).request(request,
                                                                  timeout=max(chain.transfer_req_timeout, 2.0))
@@ -358,8 +345,8 @@ class MirroredChain(ServedChain):
             logger.warning("Mirror chain %s: no catch-up from %s (files it announced while the mirror was "
                            "away are not relayed): %s", chain.name, request_address, exc)
             return 0
-        announcements = reply.data.get("announcements") if isinstance(reply.data, dict) else None
-        if not isinstance(announcements, list):
+        announcements = offered_announcements(reply)
+        if announcements is None:
             self._no_catch_up_offered(request_address)
             return 0
         count = 0
@@ -397,17 +384,9 @@ class MirroredChain(ServedChain):
         except MessageDecodeError:
             return None
 
-    # outside: serve requests ----------------------------------------------------------------------
+    # outside: serve requests, pulling each file from upstream first -------------------------------
     def refusal(self, path: str) -> str | None:
-        with self.history_lock:
-            return None if path in self.history else "not_announced"
-
-    def _transfer_once(self, path: str, destination: str, rel_path: str | None,
-                       backup_targets: list | None) -> str | None:
-        local, error = self.local_copy(path)
-        if error:
-            return error
-        return super()._transfer_once(local, destination, rel_path, backup_targets)
+        return None if self.announcements.announced(path) else "not_announced"
 
     def local_copy(self, upstream_path: str) -> tuple[str, str | None]:
         """The pulled copy of an upstream file, pulling it first if needed: (local path, error or None)."""
@@ -432,7 +411,7 @@ class MirroredChain(ServedChain):
                 error = self._pull(source)
                 if error is None and os.path.exists(local):
                     if self.chain.delete:
-                        self.server.deleter.schedule(local, self.chain.remove_delay)
+                        self.parts.deleter.schedule(local, self.chain.remove_delay)
                     return local, None
                 errors.append(error or f"{local} missing after the pull")
         return local, "; ".join(str(e) for e in errors) or f"{upstream_path} has no upstream source"
@@ -461,25 +440,25 @@ class MirroredChain(ServedChain):
         return None
 
 
-class Mirror(Server):
-    """The mirror service: a Server whose chains are fed from upstream instead of directories.
+class Mirror(ServingDaemon):
+    """The mirror service: serving chains fed from upstream instead of directories.
 
     ``state``: a store to use (tests); by default the mirror opens its own at start
     (``[trollmoves] state_directory``, else under $XDG_STATE_HOME) and closes it at stop.
     """
 
     kind = "mirror"
-    chain_class = MirroredChain
 
-    def __init__(self, config, options: ServerOptions | None = None, metrics=None, transfers=None,
-                 state: StateStore | None = None):
-        options = options or ServerOptions()
-        if options.publisher_name != PUBLISHER_NAME:
-            options = ServerOptions(**{**options.__dict__, "publisher_name": PUBLISHER_NAME})
+    def __init__(self, config: Config, options: ServerOptions | None = None, metrics: Metrics | None = None,
+                 transfers=None, state: StateStore | None = None):
+        options = dataclasses.replace(options or ServerOptions(), publisher_name=PUBLISHER_NAME)
         super().__init__(config, options, metrics, transfers)
         self.scheduler = Scheduler("mirror-scheduler")
         self.state: StateStore | None = state
         self._state_path = None if state is not None else state_path(config)
+
+    def make_chain(self, chain: MirrorChain) -> MirroredChain:
+        return MirroredChain(chain, self.parts, self.state, self.scheduler)
 
     def start(self) -> None:
         if self.state is None:
