@@ -1,23 +1,18 @@
 """Shared pytest configuration and fixtures for the trollmoves tests.
 
 Real servers (sshd, pyftpdlib, moto_server, posttroll nameserver) come from ``tests/servers.py``
-and run once per session on 127.0.0.1; see that module for why and how.
+and run once per session on 127.0.0.1; see that module for why and how. A server whose software is
+missing skips its tests, or fails them under ``TROLLMOVES_REQUIRE_SERVERS=1`` (CI).
+Helpers live in plain modules (``tests/controller.py``, ``tests/daemons/helpers.py``, ...): this file
+holds only fixtures and hooks.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
-# ``servers`` is a plain module beside this file.  pytest's default "prepend" import mode puts
-# this directory on sys.path already; doing it here too keeps ``import servers`` working under
-# ``--import-mode=importlib`` and for test files in sub-directories.
-_TESTS_DIR = str(Path(__file__).resolve().parent)
-if _TESTS_DIR not in sys.path:
-    sys.path.insert(0, _TESTS_DIR)
-
-import servers
+from tests import servers
 
 # posttroll reads its fixed ports from the environment once, when it is first imported, and every
 # process that talks to the test nameserver (this one, the nameserver, daemon subprocesses that
@@ -56,11 +51,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def _start(starter, *args, **kwargs):
-    """Start a server, or skip (not fail) when its software is not installed."""
+    """Start a server; when its software is not installed, skip (fail under TROLLMOVES_REQUIRE_SERVERS=1)."""
     try:
         return starter(*args, **kwargs)
     except servers.ServerUnavailable as err:
-        pytest.skip(str(err))
+        servers.require_or_skip(str(err))
 
 
 @pytest.fixture(scope="session")
@@ -101,6 +96,16 @@ def nameserver(tmp_path_factory: pytest.TempPathFactory):
 
 
 # --- other fixtures below ---
+
+
+@pytest.fixture
+def dirs(tmp_path):
+    """``{"src", "dst", "state", "other"}`` -> fresh directories in ``tmp_path`` (daemon tests)."""
+    made = {}
+    for name in ("src", "dst", "state", "other"):
+        made[name] = tmp_path / name
+        made[name].mkdir()
+    return made
 
 
 def _env_flag(name: str) -> bool:

@@ -12,7 +12,10 @@ left running spoils every following test. So:
   any exception raised in the service's threads, and always stops the service.
 * :func:`run_cli` runs a console script to completion: ``(code, stdout, stderr)``.
 * :class:`DaemonProcess` starts a console script in the background, waits for a log
-  line, sends signals and stops it by its PID (never by name).
+  line, sends signals and stops it by its PID (never by name). It is the one harness
+  for daemon processes: tests/daemons, tests/reliability, tests/hostile, tests/interop
+  and tests/compat (which runs 0.19's scripts from their own venv through it too:
+  ``args`` is any argv, a bare name is looked up as a console script).
 
 Examples::
 
@@ -23,8 +26,8 @@ Examples::
 
     code, out, err = run_cli(["trollmoves", "check-config", path])
 
-    with DaemonProcess(["move_it_server.py", "-p", "0", cfg]) as daemon:
-        daemon.wait_for_log("Started")
+    with DaemonProcess(["move_it_server.py", "-p", "0", cfg], tmp_path / "server.log") as daemon:
+        daemon.wait_log("Started")
         daemon.send_signal(signal.SIGHUP)
     assert daemon.returncode == 0
 """
@@ -44,7 +47,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self
 
-__all__ = ["DaemonProcess", "ServiceController", "ServiceFailed", "console_script", "run_cli"]
+__all__ = ["DaemonProcess", "ServiceController", "ServiceFailed", "console_script", "run_cli", "terminate"]
 
 POLL_INTERVAL = 0.02
 
@@ -347,11 +350,26 @@ def run_cli(
     return done.returncode, done.stdout, done.stderr
 
 
-class DaemonProcess:
-    """A console script running in the background, its output (stdout + stderr) in a log file.
+def terminate(
+    proc: subprocess.Popen, timeout: float, kill_wait: float = 5.0, sig: int = signal.SIGTERM
+) -> None:
+    """Send ``sig`` (SIGTERM) to a running process and wait ``timeout`` s; SIGKILL it if it is still there."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(kill_wait)
 
-    Started in its own session, so that stopping it never signals the test runner;
-    stopped by its PID: ``stop()`` sends SIGTERM, then SIGKILL after ``timeout``.
+
+class DaemonProcess:
+    """A console script run in the background by ``start()`` (or ``with``), its stdout + stderr in a log file.
+
+    Started in its own session, so that stopping it never signals the test runner; stopped by its
+    PID: ``stop()`` sends SIGTERM, then SIGKILL after ``timeout``. The log is opened for appending,
+    so a daemon restarted on the same log keeps the earlier lines (tests wait for lines after an
+    offset). ``proc`` is the ``Popen`` (None before ``start()``).
     """
 
     def __init__(
@@ -362,7 +380,7 @@ class DaemonProcess:
         unset_env: Sequence[str] = (),
         cwd: str | os.PathLike | None = None,
     ):
-        self.argv = _argv(args)
+        self.args = _argv(args)
         self._own_log_dir = None
         if log_path is None:
             import tempfile
@@ -370,88 +388,118 @@ class DaemonProcess:
             self._own_log_dir = tempfile.mkdtemp(prefix="trollmoves-daemon-")
             log_path = os.path.join(self._own_log_dir, "daemon.log")
         self.log_path = Path(log_path)
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self._proc = subprocess.Popen(
-            self.argv,
+        self.env = _env(env, unset_env)
+        self.cwd = cwd
+        self.proc: subprocess.Popen | None = None
+        self._log = None
+
+    def start(self) -> Self:
+        """Start the process (once); return self, so ``DaemonProcess(...).start()`` reads as one step."""
+        if self.proc is not None:
+            raise RuntimeError(f"{self._name} already started")
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            self.args,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env=_env(env, unset_env),
-            cwd=cwd,
+            env=self.env,
+            cwd=self.cwd,
             start_new_session=True,
         )
+        return self
 
     @property
     def pid(self) -> int:
-        return self._proc.pid
+        return self._started.pid
 
     @property
     def returncode(self) -> int | None:
-        return self._proc.poll()
+        return self._started.poll()
+
+    @property
+    def _started(self) -> subprocess.Popen:
+        if self.proc is None:
+            raise RuntimeError(f"{os.path.basename(self.args[0])} not started (call start())")
+        return self.proc
 
     def __enter__(self) -> Self:
+        if self.proc is None:
+            self.start()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
-    def log_text(self) -> str:
-        if not self._log.closed:
-            self._log.flush()
+    def log(self) -> str:
+        """Everything the process printed so far (from every start on this log file)."""
         return self.log_path.read_text(encoding="utf-8", errors="replace")
 
     def wait_for_log(self, pattern: str, timeout: float = 20.0, start: int = 0) -> re.Match:
-        """Wait until the log (from character ``start`` on) matches the regex ``pattern``."""
+        """Wait until the log (from character ``start`` on) matches the regex ``pattern``; return the match.
+
+        Fails the test, with the log's tail, when the process exits without having logged it or
+        after ``timeout`` s.
+        """
         regex = re.compile(pattern)
+        return self._wait_log(lambda text: regex.search(text, start), repr(pattern), timeout)
+
+    def wait_log(self, text: str, timeout: float = 20.0) -> None:
+        """Wait until the plain ``text`` appears in the log (as :meth:`wait_for_log`)."""
+        self._wait_log(lambda log: text in log, repr(text), timeout)
+
+    def _wait_log(self, found, what: str, timeout: float):
+        proc = self._started
         deadline = time.monotonic() + timeout
         while True:
-            text = self.log_text()
-            match = regex.search(text, start)
-            if match:
-                return match
-            if self._proc.poll() is not None:
-                text = self.log_text()
-                match = regex.search(text, start)
-                if match:
-                    return match
+            result = found(self.log())
+            if result:
+                return result
+            if proc.poll() is not None:
+                text = self.log()
+                result = found(text)
+                if result:
+                    return result
                 raise AssertionError(
-                    f"{self._name} exited with {self._proc.returncode} before logging "
-                    f"{pattern!r}; log:\n{text[-4000:]}"
+                    f"{self._name} exited with {proc.returncode} before logging {what}; log:\n{text[-4000:]}"
                 )
             if time.monotonic() > deadline:
                 raise AssertionError(
-                    f"{self._name} did not log {pattern!r} within {timeout:g} s; log:\n{text[-4000:]}"
+                    f"{self._name} did not log {what} within {timeout:g} s; log:\n{self.log()[-4000:]}"
                 )
             time.sleep(0.05)
 
     def send_signal(self, sig: int) -> None:
-        if self._proc.poll() is None:
-            os.kill(self._proc.pid, sig)
+        if self._started.poll() is None:
+            os.kill(self.proc.pid, sig)
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Send ``sig`` (default SIGKILL) and wait for the process to exit."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, sig)
+            self.proc.wait(10)
 
     def wait(self, timeout: float = 20.0) -> int:
         """Wait for the process to exit by itself; return its exit code (fail the test on timeout)."""
         try:
-            return self._proc.wait(timeout)
+            return self._started.wait(timeout)
         except subprocess.TimeoutExpired:
             raise AssertionError(
-                f"{self._name} still running after {timeout:g} s; log:\n{self.log_text()[-4000:]}"
+                f"{self._name} still running after {timeout:g} s; log:\n{self.log()[-4000:]}"
             ) from None
 
-    def stop(self, timeout: float = 20.0, sig: int = signal.SIGTERM) -> int:
-        """Send ``sig`` (default SIGTERM), wait ``timeout`` s, then SIGKILL; return the exit code."""
+    def stop(self, timeout: float = 15.0, sig: int = signal.SIGTERM) -> int | None:
+        """Send ``sig`` (SIGTERM), wait ``timeout`` s, then SIGKILL; the exit code (None if never started)."""
+        if self.proc is None:
+            return None
         try:
-            if self._proc.poll() is None:
-                self.send_signal(sig)
-                try:
-                    self._proc.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    os.kill(self._proc.pid, signal.SIGKILL)
-                    self._proc.wait(10)
-            return self._proc.returncode
+            terminate(self.proc, timeout, sig=sig)
+            return self.proc.returncode
         finally:
-            if not self._log.closed:
+            if self._log is not None and not self._log.closed:
                 self._log.close()
 
     @property
     def _name(self) -> str:
-        return f"{os.path.basename(self.argv[0])} (pid {self._proc.pid})"
+        pid = self.proc.pid if self.proc is not None else "not started"
+        return f"{os.path.basename(self.args[0])} (pid {pid})"

@@ -22,7 +22,8 @@ Rules every server here follows:
 
 Each ``start_*`` function returns a small frozen dataclass with the connection facts and a
 ``stop()`` method (also usable as a context manager).  A missing binary or package raises
-:class:`ServerUnavailable` (fixtures turn that into a skip); a server that does not come up
+:class:`ServerUnavailable` (fixtures turn that into a skip, or a failure under
+``TROLLMOVES_REQUIRE_SERVERS=1``: see :func:`require_or_skip`); a server that does not come up
 raises :class:`ServerStartError` with the tail of its log.
 """
 
@@ -62,6 +63,8 @@ __all__ = [
     "free_port",
     "pid_exists",
     "posttroll_port_env",
+    "require_or_skip",
+    "servers_required",
     "start_ftp",
     "start_nameserver",
     "start_s3",
@@ -90,11 +93,34 @@ _ADDRESS_IN_USE_MARKERS = ("address already in use", "eaddrinuse", "errno 98")
 
 
 class ServerUnavailable(RuntimeError):
-    """The server software is not installed; tests needing it should be skipped, not failed."""
+    """The server software is not installed: tests needing it are skipped (see :func:`require_or_skip`)."""
 
 
 class ServerStartError(RuntimeError):
     """The server was installed but did not come up; the message carries its log tail."""
+
+
+REQUIRE_SERVERS_VARIABLE = "TROLLMOVES_REQUIRE_SERVERS"
+
+
+def servers_required() -> bool:
+    """True when ``TROLLMOVES_REQUIRE_SERVERS`` is set to 1 (true, yes, on), as CI does."""
+    return os.environ.get(REQUIRE_SERVERS_VARIABLE, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def require_or_skip(reason: str) -> None:
+    """Skip the current test because ``reason`` (a missing server or tool, and how to install it).
+
+    Why: a machine without sshd (or moto_server, prometheus, trollmoves 0.19, ...) would otherwise
+    turn whole suites into skips and the run would still pass. Under
+    ``TROLLMOVES_REQUIRE_SERVERS=1`` the missing piece is a failure instead, naming what is missing.
+    Only for things CI's machine must have; "needs root" or platform limits stay plain skips.
+    """
+    import pytest  # here, not at module level: perf/ imports this module without pytest
+
+    if servers_required():
+        pytest.fail(f"{REQUIRE_SERVERS_VARIABLE}=1 but {reason}", pytrace=False)
+    pytest.skip(reason)
 
 
 # --------------------------------------------------------------------------------------------

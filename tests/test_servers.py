@@ -10,11 +10,13 @@ import ftplib
 import io
 import os
 import subprocess
+import sys
 import time
 import uuid
 
 import pytest
-import servers
+
+from tests import servers
 
 PAYLOAD = os.urandom(300_000) + b"\x00\r\n\xff end"
 """Binary, larger than one SFTP/FTP chunk, with bytes a text-mode transfer would mangle."""
@@ -154,7 +156,7 @@ def test_stop_leaves_no_process(starter, tmp_path):
     try:
         server = starter(tmp_path)
     except servers.ServerUnavailable as err:
-        pytest.skip(str(err))
+        servers.require_or_skip(str(err))
     assert server.running
     assert servers.pid_exists(server.pid)
     server.stop()
@@ -177,3 +179,47 @@ def test_posttroll_port_env_is_stable_and_exported():
     assert set(first) == set(servers.POSTTROLL_PORT_VARIABLES)
     for name, value in first.items():
         assert os.environ[name] == value
+
+
+# --------------------------------------------------------------------------------------------
+# TROLLMOVES_REQUIRE_SERVERS=1: a missing server fails the run instead of skipping it
+
+_MISSING_SSHD_TEST = '''
+from tests import servers
+
+servers.SSHD_BINARY = "/nonexistent/sshd"  # what a machine without OpenSSH's server looks like
+
+
+def test_needs_sshd(sshd_server):
+    pass
+'''
+
+
+def _run_with_missing_sshd(tmp_path, require: str | None) -> subprocess.CompletedProcess:
+    """pytest in a subprocess, with this suite's fixtures (tests/conftest.py as a plugin), on a test
+    that needs the ``sshd_server`` fixture while sshd "is not installed"."""
+    (tmp_path / "test_missing.py").write_text(_MISSING_SSHD_TEST)
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    env = {key: value for key, value in os.environ.items() if key != servers.REQUIRE_SERVERS_VARIABLE}
+    if require is not None:
+        env[servers.REQUIRE_SERVERS_VARIABLE] = require
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "-p", "tests.conftest",
+         "-c", str(tmp_path / "pytest.ini"), "--rootdir", str(tmp_path), str(tmp_path / "test_missing.py")],
+        cwd=repo, env=env, capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_a_missing_server_is_a_skip_by_default(tmp_path):
+    result = _run_with_missing_sshd(tmp_path, None)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 skipped" in result.stdout
+    assert "/nonexistent/sshd not found: apt-get install openssh-server" in result.stdout
+
+
+def test_a_missing_server_fails_under_trollmoves_require_servers(tmp_path):
+    result = _run_with_missing_sshd(tmp_path, "1")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "1 error" in result.stdout and "skipped" not in result.stdout
+    assert ("TROLLMOVES_REQUIRE_SERVERS=1 but /nonexistent/sshd not found: apt-get install openssh-server"
+            in result.stdout)

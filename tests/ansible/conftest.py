@@ -10,13 +10,14 @@ import sys
 import pytest
 
 from tests.ansible.tools import ANSIBLE_DIR, REPO, SETUP, VENV, Wheelhouse
+from tests.servers import require_or_skip
 
 
 @pytest.fixture(scope="session")
 def ansible_env() -> dict[str, str]:
     """Environment for ansible-playbook, ansible-lint and molecule from the tool venv."""
     if shutil.which("bash") is None:
-        pytest.skip("bash is needed to run tests/ansible/setup.sh")
+        require_or_skip("bash is needed to run tests/ansible/setup.sh (apt-get install bash)")
     done = subprocess.run(["bash", str(SETUP)], check=False, capture_output=True, text=True,
                           env={**os.environ, "TROLLMOVES_ANSIBLE_VENV": str(VENV)})
     if done.returncode != 0:

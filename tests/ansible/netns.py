@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import servers
+from tests import servers
 
 SSHD = Path(servers.SSHD_BINARY)
 SUBNET_POOL = ipaddress.ip_network("10.231.0.0/16")
@@ -52,7 +52,11 @@ MaxSessions 100
 
 
 class NamespaceUnavailable(RuntimeError):
-    """Network namespaces cannot be created here (not root, no ip(8), no kernel support)."""
+    """Network namespaces cannot be created here (not root, no kernel support).
+
+    A missing program (ip(8), sshd) raises :class:`servers.ServerUnavailable` instead: that is a
+    missing piece of the machine, a failure under ``TROLLMOVES_REQUIRE_SERVERS=1``.
+    """
 
 
 def _run(argv: list[str], **kwargs) -> subprocess.CompletedProcess:
@@ -142,9 +146,9 @@ class HostPair:
         if os.geteuid() != 0:
             raise NamespaceUnavailable("network namespaces need root")
         if shutil.which("ip") is None:
-            raise NamespaceUnavailable("ip(8) not found: apt-get install iproute2")
+            raise servers.ServerUnavailable("ip(8) not found: apt-get install iproute2")
         if not os.access(SSHD, os.X_OK):
-            raise NamespaceUnavailable(f"{SSHD} not found: apt-get install openssh-server")
+            raise servers.ServerUnavailable(f"{SSHD} not found: apt-get install openssh-server")
         tag = f"{os.getpid() % 10000:04d}{random.randrange(100):02d}"
         subnet = random.choice(list(SUBNET_POOL.subnets(new_prefix=30)))
         first, second = list(subnet.hosts())

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import servers
 from tests.ansible.netns import HostPair, NamespaceUnavailable, ssh_keygen
 from tests.ansible.tools import ANSIBLE_DIR, VENV, PlaybookRun, run_tool
 
@@ -232,6 +233,9 @@ def hosts():
     base.chmod(0o755)
     try:
         pair = HostPair(base, users={"server": ["root"], "client": ["root", USERS["client"]]})
+    except servers.ServerUnavailable as err:
+        shutil.rmtree(base, ignore_errors=True)
+        servers.require_or_skip(f"end-to-end deployment test: {err}")
     except NamespaceUnavailable as err:
         shutil.rmtree(base, ignore_errors=True)
         pytest.skip(f"end-to-end deployment test needs network namespaces: {err}")

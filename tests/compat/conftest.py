@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests import servers
 from tests.compat import harness
 
 
@@ -16,6 +17,15 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "tests/compat/" in str(item.fspath).replace("\\", "/"):
             item.add_marker(pytest.mark.compat)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _original_019():
+    """Every test here compares with trollmoves 0.19: skip without its venv (a failure under
+    TROLLMOVES_REQUIRE_SERVERS=1). Session-scoped and autouse: it runs before the servers are started.
+    """
+    if not harness.HAVE_ORIGINAL:
+        servers.require_or_skip(harness.SKIP_REASON)
 
 
 @pytest.fixture(scope="session")
@@ -27,8 +37,6 @@ def compat_servers(sshd_server, ftp_server, s3_server):
 @pytest.fixture(scope="session")
 def server_client_results(compat_servers, tmp_path_factory):
     """``{scenario_id: {"019": outcomes, "ours": outcomes}}`` for every server/client scenario."""
-    if not harness.HAVE_ORIGINAL:
-        pytest.skip(harness.SKIP_REASON)
     from tests.compat import scenarios_server_client as sc
 
     return harness.run_groups(sc.GROUPS, sc.SCENARIOS, compat_servers, str(tmp_path_factory.mktemp("compat")))

@@ -48,7 +48,8 @@ import time
 from datetime import datetime
 from typing import Any
 
-from tests.daemons.conftest import Collector, DaemonProcess, script
+from tests.controller import DaemonProcess, console_script
+from tests.daemons.helpers import Collector
 
 logger = logging.getLogger(__name__)
 
@@ -75,11 +76,10 @@ def command(impl: str, name: str) -> list[str]:
     """argv prefix running the console script ``name`` of ``impl`` (0.19 from its venv, ours from PATH)."""
     if impl == "019":
         return [os.path.join(ORIGINAL_BIN, name)]
-    candidate = script(name)
-    if os.path.exists(candidate):
-        return [candidate]
-    found = shutil.which(name)
-    return [found] if found else [sys.executable, "-m", "trollmoves.cli", _SUBCOMMANDS[name]]
+    try:
+        return [console_script(name)]  # beside this interpreter, else on PATH
+    except FileNotFoundError:
+        return [sys.executable, "-m", "trollmoves.cli", _SUBCOMMANDS[name]]
 
 
 def impl_env(impl: str, home: str) -> dict[str, str]:

@@ -7,8 +7,7 @@ import pytest
 from tests.compat import harness
 from tests.compat.scenarios_server_client import SCENARIOS
 
-pytestmark = [pytest.mark.skipif(not harness.HAVE_ORIGINAL, reason=harness.SKIP_REASON),
-              pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.timeout(600)]  # without trollmoves 0.19: see conftest's _original_019
 
 
 def _param(scenario):

@@ -16,10 +16,7 @@ import pytest
 from tests.compat import harness, tools_runner
 from tests.compat.tools_scenarios import DISPATCHER, EXITS, MOVE_IT, S3DOWNLOADER
 
-pytestmark = [
-    pytest.mark.skipif(not harness.HAVE_ORIGINAL, reason=harness.SKIP_REASON),
-    pytest.mark.timeout(600),
-]
+pytestmark = [pytest.mark.timeout(600)]  # without trollmoves 0.19: see conftest's _original_019
 
 
 def _params(scenarios):

@@ -32,7 +32,9 @@ import time
 from typing import Any
 
 from tests.compat import harness
-from tests.daemons.conftest import Collector, DaemonProcess, free_port
+from tests.controller import DaemonProcess
+from tests.daemons.helpers import Collector
+from tests.servers import free_port
 
 RUNNING = "running"
 FAILED = "failed"

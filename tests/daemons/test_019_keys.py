@@ -17,18 +17,9 @@ import time
 
 import pytest
 
-from tests.daemons.conftest import (
-    Collector,
-    DaemonProcess,
-    free_port,
-    load,
-    running,
-    script,
-    sha256,
-    wait_for,
-    write,
-)
-from tests.daemons.test_dispatcher import Feed
+from tests.controller import DaemonProcess, console_script
+from tests.daemons.helpers import Collector, Feed, load, running, sha256, wait_for, write
+from tests.servers import free_port
 from trollmoves import messaging
 from trollmoves.move_it import MoveIt, MoveItOptions
 from trollmoves.server import Server, ServerOptions
@@ -101,8 +92,8 @@ def test_unpack_other_than_tar_or_zip_is_refused_at_load(tmp_path):
         topic = /sa
         unpack = rar
     """)
-    checked = subprocess.run([script("trollmoves"), "check-config", cfg], capture_output=True, text=True,
-                             check=False)
+    checked = subprocess.run([console_script("trollmoves"), "check-config", cfg],
+                             capture_output=True, text=True, check=False)
     assert checked.returncode == 1
     assert "[sa] unpack: expected one of tar, zip, got 'rar'" in checked.stdout
 
@@ -226,7 +217,7 @@ def test_move_it_stops_after_max_notifier_restarts(tmp_path):
         origin = {tmp_path}/missing/{{name}}.dat
         destinations = {tmp_path}/out/
     """)
-    proc = DaemonProcess([script("move_it.py"), "--chain-check-interval", "0.2", "--max-notifier-restarts", "3",
+    proc = DaemonProcess(["move_it.py", "--chain-check-interval", "0.2", "--max-notifier-restarts", "3",
                           cfg], tmp_path / "move_it.log").start()
     try:
         code = proc.proc.wait(30)
@@ -278,7 +269,7 @@ def test_s3downloader_takes_019_keys_and_logging_section(tmp_path, s3_server):
                 endpoint_url: {s3_server.endpoint_url}
                 region_name: us-east-1
         """)
-        proc = DaemonProcess([script("s3downloader.py"), "-c", cfg, "-l", str(log)], tmp_path / "stderr.log").start()
+        proc = DaemonProcess(["s3downloader.py", "-c", cfg, "-l", str(log)], tmp_path / "stderr.log").start()
         try:
             wait_for(lambda: log.exists() and "subscribed to" in log.read_text(), what="the subscription")
             with Collector([f"tcp://127.0.0.1:{publish_port}"], "/s3/downloaded") as seen:
@@ -308,7 +299,7 @@ def test_s3downloader_logging_keys_are_checked(tmp_path):
         subscribe-topic: /s3/new
         bucket: b
     """)
-    checked = subprocess.run([script("trollmoves"), "check-config", "--kind", "s3downloader", cfg],
+    checked = subprocess.run([console_script("trollmoves"), "check-config", "--kind", "s3downloader", cfg],
                              capture_output=True, text=True, check=False)
     assert checked.returncode == 1, checked.stdout
     assert "logging.log_rotation_days: expected an integer, got 'lots'" in checked.stdout
@@ -320,7 +311,7 @@ def test_rotating_handler_follows_the_logging_keys(tmp_path):
     import logging
     import logging.handlers
 
-    from trollmoves.s3downloader import apply_logging
+    from trollmoves.program import apply_s3downloader_logging as apply_logging
 
     root = logging.getLogger()
     saved = (list(root.handlers), root.level)
@@ -348,7 +339,7 @@ def test_rotating_handler_follows_the_logging_keys(tmp_path):
 @pytest.mark.parametrize("option", [["-w"], ["--disable-backlog"], ["--chain-check-interval", "5"],
                                     ["--max-notifier-restarts", "3"]])
 def test_mirror_refuses_watching_options(tmp_path, option):
-    proc = subprocess.run([script("move_it_mirror.py"), *option, str(tmp_path / "mirror.ini")],
+    proc = subprocess.run([console_script("move_it_mirror.py"), *option, str(tmp_path / "mirror.ini")],
                           capture_output=True, text=True, check=False, timeout=30)
     assert proc.returncode == 2
     assert f"unrecognized arguments: {option[0]}" in proc.stderr

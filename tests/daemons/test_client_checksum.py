@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import xxhash
 
-from tests.daemons.conftest import Collector, load, running, wait_for, write
+from tests.daemons.helpers import Collector, load, running, wait_for, write
 from trollmoves import messaging
 from trollmoves.client import Client
 from trollmoves.state import StateStore

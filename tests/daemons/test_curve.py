@@ -7,7 +7,8 @@ import os
 import pytest
 import zmq.auth
 
-from tests.daemons.conftest import Collector, free_port, load, running, sha256, wait_for, write
+from tests.daemons.helpers import Collector, load, running, sha256, wait_for, write
+from tests.servers import free_port
 from trollmoves import messaging
 from trollmoves.client import Client
 from trollmoves.errors import RequestError

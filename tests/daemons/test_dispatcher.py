@@ -17,18 +17,20 @@ import time
 
 import pytest
 
-from tests.daemons.conftest import (
+from tests.controller import DaemonProcess, console_script
+from tests.daemons.helpers import (
     Collector,
-    DaemonProcess,
-    free_port,
+    Feed,
     load,
+    make_file,
     running,
-    script,
+    sample,
     sha256,
+    subscriber_yaml,
     wait_for,
     write,
 )
-from trollmoves import messaging
+from tests.servers import free_port
 from trollmoves.conditions import check_conditions, parse_comparison
 from trollmoves.config import RetrySettings
 from trollmoves.dispatcher import (
@@ -43,59 +45,8 @@ from trollmoves.retrying import RetryQueue, next_due, retry_delay
 from trollmoves.state import StateStore
 
 # --------------------------------------------------------------------------------------------------
-# Helpers (also used by the s3downloader tests)
+# Helpers
 # --------------------------------------------------------------------------------------------------
-
-class Feed:
-    """A publisher of test messages on 127.0.0.1, as an upstream producer would run one."""
-
-    def __init__(self, name: str = "feed", nameservers=False):
-        self.publisher = messaging.Publisher(name, 0, "127.0.0.1", nameservers=nameservers).start()
-
-    @property
-    def address(self) -> str:
-        return f"tcp://127.0.0.1:{self.publisher.port}"
-
-    def send(self, subject: str, atype: str, data) -> None:
-        assert self.publisher.send(messaging.make_message(subject, atype, data))
-
-    def send_raw(self, raw: str) -> None:
-        self.publisher.send(raw)
-
-    def wait_subscribed(self, service, subject: str, label: str, timeout: float = 20.0) -> None:
-        """Send beats on ``subject`` until ``service`` counts one more: its subscription is then live."""
-        def beats():
-            return service.metrics.registry.get_sample_value(
-                "trollmoves_messages_received_total", {"chain": label, "type": "beat"}) or 0
-
-        before = beats()
-
-        def counted():
-            self.send(subject, "beat", {"probe": True})
-            return beats() > before
-        wait_for(counted, timeout, 0.1, "the service to receive from the feed")
-
-    def stop(self) -> None:
-        self.publisher.stop()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
-
-
-def subscriber_yaml(feed: Feed, more: str = "") -> str:
-    """The ``posttroll_subscriber`` section of a test config (direct subscription to the feed)."""
-    return f"""
-        posttroll_subscriber:
-          subscribe_addresses: [{feed.address}]
-          nameserver: false""" + more
-
-
-def sample(service, name: str, **labels) -> float:
-    return service.metrics.registry.get_sample_value(name, labels) or 0.0
-
 
 def start_ftp_on(port: int, root, user: str, password: str) -> subprocess.Popen:
     """A pyftpdlib server on a fixed port (the session fixture picks its own): stopped and restarted
@@ -125,13 +76,6 @@ def stop_process(proc: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
-
-
-def make_file(directory, name: str, size: int = 2000) -> str:
-    path = os.path.join(directory, name)
-    with open(path, "wb") as stream:
-        stream.write(os.urandom(size))
-    return path
 
 
 # --------------------------------------------------------------------------------------------------
@@ -537,14 +481,15 @@ def test_console_script_survives_bad_messages_and_validates(tmp_path):
               dispatch_configs:
                 - topics: [/product]
         """)
-        checked = subprocess.run([script("trollmoves"), "check-config", cfg], capture_output=True, text=True,
-                                 check=False)
+        checked = subprocess.run([console_script("trollmoves"), "check-config", cfg],
+                                 capture_output=True, text=True, check=False)
         assert checked.returncode == 0, checked.stdout + checked.stderr
         assert checked.stdout.startswith("OK ") and "dispatcher config" in checked.stdout
         assert "(archive)" in checked.stdout
-        helped = subprocess.run([script("dispatcher.py"), "--help"], capture_output=True, text=True, check=False)
+        helped = subprocess.run([console_script("dispatcher.py"), "--help"],
+                                capture_output=True, text=True, check=False)
         assert helped.returncode == 0 and "--publish-port" in helped.stdout
-        proc = DaemonProcess([script("dispatcher.py"), "-p", str(publish_port), "-n", "-v", cfg],
+        proc = DaemonProcess(["dispatcher.py", "-p", str(publish_port), "-n", "-v", cfg],
                              tmp_path / "dispatcher.log").start()
         try:
             proc.wait_log("dispatcher subscribed to /product")
@@ -610,7 +555,7 @@ def test_kill_9_loses_no_queued_dispatch(tmp_path):
     probe = make_file(src, "probe.dat", 10)
     with Feed() as feed:
         cfg = _ftp_target_config(tmp_path, feed, port, user, password).path
-        first = DaemonProcess([script("dispatcher.py"), "-v", cfg], tmp_path / "first.log").start()
+        first = DaemonProcess(["dispatcher.py", "-v", cfg], tmp_path / "first.log").start()
         ftp = None
         try:
             first.wait_log("dispatcher subscribed to /product")
@@ -623,7 +568,7 @@ def test_kill_9_loses_no_queued_dispatch(tmp_path):
                 first.wait_log(f"Could not dispatch {path}")
             first.kill(signal.SIGKILL)
             ftp = start_ftp_on(port, tmp_path / "ftp", user, password)
-            second = DaemonProcess([script("dispatcher.py"), "-v", cfg], tmp_path / "second.log").start()
+            second = DaemonProcess(["dispatcher.py", "-v", cfg], tmp_path / "second.log").start()
             try:
                 wait_for(lambda: all((tmp_path / "ftp" / "incoming" / os.path.basename(p)).exists() for p in files),
                          timeout=30, what="every queued file delivered after the SIGKILL")

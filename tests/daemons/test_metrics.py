@@ -24,7 +24,9 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.daemons.conftest import DaemonProcess, free_port, load, running, script, wait_for, write
+from tests.controller import DaemonProcess
+from tests.daemons.helpers import load, running, wait_for, write
+from tests.servers import free_port, require_or_skip
 from trollmoves import messaging
 from trollmoves.client import Client
 from trollmoves.metrics import MetricsHTTPServer
@@ -179,13 +181,13 @@ class Prometheus:
 
 def require_prometheus():
     if shutil.which("prometheus") is None:
-        pytest.skip("prometheus not installed (Debian package prometheus; tests/run_all.sh installs it)")
+        require_or_skip("prometheus not installed (Debian package prometheus; tests/run_all.sh installs it)")
 
 
 def promtool_check(text: str) -> None:
     promtool = shutil.which("promtool")
     if promtool is None:
-        pytest.skip("promtool not installed (Debian package prometheus; tests/run_all.sh installs it)")
+        require_or_skip("promtool not installed (Debian package prometheus; tests/run_all.sh installs it)")
     result = subprocess.run([promtool, "check", "metrics"], input=text.encode(), capture_output=True, timeout=30,
                             check=False)
     assert result.returncode == 0, result.stderr.decode()
@@ -395,9 +397,9 @@ def test_console_scripts_serve_metrics(tmp_path):
     server_path = server_ini(tmp_path / "server.ini", {"chain": (source, free_port())})
     client_path = client_ini(tmp_path / "client.ini", publish_port, destination,
                              daemon=f"metrics_port = {client_metrics}\nstate_directory = {state}")
-    server = DaemonProcess([script("move_it_server.py"), "-p", str(publish_port), "--publish-address", "127.0.0.1",
+    server = DaemonProcess(["move_it_server.py", "-p", str(publish_port), "--publish-address", "127.0.0.1",
                             "--metrics-port", str(server_metrics), server_path], tmp_path / "server.log").start()
-    client = DaemonProcess([script("move_it_client.py"), client_path], tmp_path / "client.log").start()
+    client = DaemonProcess(["move_it_client.py", client_path], tmp_path / "client.log").start()
     server_url, client_url = f"http://127.0.0.1:{server_metrics}", f"http://127.0.0.1:{client_metrics}"
     try:
         server.wait_log(f"Serving /metrics and /healthz on http://127.0.0.1:{server_metrics}")
@@ -430,7 +432,7 @@ def test_a_refused_reload_is_counted(tmp_path):
     metrics_port = free_port()
     server_path = server_ini(tmp_path / "server.ini", {"chain": (source, free_port())},
                              daemon=f"metrics_port = {metrics_port}")
-    server = DaemonProcess([script("move_it_server.py"), "-p", str(free_port()), "--publish-address", "127.0.0.1",
+    server = DaemonProcess(["move_it_server.py", "-p", str(free_port()), "--publish-address", "127.0.0.1",
                             server_path], tmp_path / "server.log").start()
     url = f"http://127.0.0.1:{metrics_port}"
     try:

@@ -11,8 +11,9 @@ import time
 
 import pytest
 
-from tests.daemons.conftest import (Collector, DaemonProcess, free_port, load, running, script, sha256,
-                                   wait_for, write)
+from tests.controller import DaemonProcess, console_script
+from tests.daemons.helpers import Collector, load, running, sha256, wait_for, write
+from tests.servers import free_port, require_or_skip
 from trollmoves import messaging
 from trollmoves.errors import ConfigError
 from trollmoves.mirror import Mirror, ServerOptions
@@ -64,9 +65,9 @@ def _setup(tmp_path, client_program):
         nameservers = False
     """)
     processes = [
-        DaemonProcess([script("move_it_server.py"), "-p", str(server_pub), "--disable-backlog", "-v", server_ini],
+        DaemonProcess(["move_it_server.py", "-p", str(server_pub), "--disable-backlog", "-v", server_ini],
                       tmp_path / "server.log"),
-        DaemonProcess([script("move_it_mirror.py"), "-p", str(mirror_pub), "-v", mirror_ini],
+        DaemonProcess(["move_it_mirror.py", "-p", str(mirror_pub), "-v", mirror_ini],
                       tmp_path / "mirror.log"),
         DaemonProcess([client_program, "-v", client_ini], tmp_path / "client.log"),
     ]
@@ -77,11 +78,11 @@ def _setup(tmp_path, client_program):
 @pytest.mark.timeout(120)
 def test_inside_server_mirror_outside_client(tmp_path, client):
     if client == "ours":
-        program = script("move_it_client.py")
+        program = console_script("move_it_client.py")
     else:
         program = os.path.join(ORIGINAL, "move_it_client.py")
         if not os.path.exists(program):
-            pytest.skip("trollmoves 0.19.0 not installed (tests/run_all.sh makes it)")
+            require_or_skip("trollmoves 0.19.0 not installed (tests/run_all.sh makes it)")
     src, mirror_dir, dst, client_pub, processes = _setup(tmp_path, program)
     server, mirror, outside = processes
     try:

@@ -11,18 +11,9 @@ import os
 import signal
 import subprocess
 
-from tests.daemons.conftest import (
-    Collector,
-    DaemonProcess,
-    free_port,
-    load,
-    running,
-    script,
-    sha256,
-    wait_for,
-    write,
-)
-from tests.daemons.test_dispatcher import sample
+from tests.controller import DaemonProcess, console_script
+from tests.daemons.helpers import Collector, load, running, sample, sha256, wait_for, write
+from tests.servers import free_port
 from trollmoves.move_it import MoveIt, MoveItOptions, as_directory, message_data, names_a_file
 
 
@@ -148,12 +139,13 @@ def test_console_script_with_polling(tmp_path):
         delete = True
         watchdog_timeout = 0.2
     """)
-    checked = subprocess.run([script("trollmoves"), "check-config", cfg], capture_output=True, text=True,
-                             check=False)
+    checked = subprocess.run([console_script("trollmoves"), "check-config", cfg],
+                             capture_output=True, text=True, check=False)
     assert checked.returncode == 0 and "move_it config" in checked.stdout, checked.stdout
-    helped = subprocess.run([script("move_it.py"), "--help"], capture_output=True, text=True, check=False)
+    helped = subprocess.run([console_script("move_it.py"), "--help"],
+                            capture_output=True, text=True, check=False)
     assert helped.returncode == 0 and "--disable-backlog" in helped.stdout
-    proc = DaemonProcess([script("move_it.py"), "-w", "-p", str(publish_port), "--publish-address", "127.0.0.1",
+    proc = DaemonProcess(["move_it.py", "-w", "-p", str(publish_port), "--publish-address", "127.0.0.1",
                           "-v", cfg], tmp_path / "move_it.log").start()
     try:
         proc.wait_log("Chain chain watching")

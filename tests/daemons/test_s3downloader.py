@@ -16,8 +16,9 @@ import subprocess
 
 import pytest
 
-from tests.daemons.conftest import Collector, DaemonProcess, free_port, load, running, script, wait_for, write
-from tests.daemons.test_dispatcher import Feed, sample
+from tests.controller import DaemonProcess, console_script
+from tests.daemons.helpers import Collector, Feed, load, running, sample, wait_for, write
+from tests.servers import free_port
 from trollmoves.config import RetrySettings
 from trollmoves.s3downloader import (
     S3Downloader,
@@ -165,12 +166,13 @@ def test_console_script(tmp_path, s3_server, bucket):
     publish_port = free_port()
     with Feed() as feed:
         cfg = downloader_config(tmp_path, s3_server, feed, publish_port)
-        checked = subprocess.run([script("trollmoves"), "check-config", cfg], capture_output=True, text=True,
-                                 check=False)
+        checked = subprocess.run([console_script("trollmoves"), "check-config", cfg],
+                                 capture_output=True, text=True, check=False)
         assert checked.returncode == 0 and "s3downloader config" in checked.stdout, checked.stdout
-        helped = subprocess.run([script("s3downloader.py"), "--help"], capture_output=True, text=True, check=False)
+        helped = subprocess.run([console_script("s3downloader.py"), "--help"],
+                                capture_output=True, text=True, check=False)
         assert helped.returncode == 0 and "--config-file" in helped.stdout
-        proc = DaemonProcess([script("s3downloader.py"), "-c", cfg, "-v"], tmp_path / "s3dl.log").start()
+        proc = DaemonProcess(["s3downloader.py", "-c", cfg, "-v"], tmp_path / "s3dl.log").start()
         try:
             proc.wait_log("Started")
             with Collector([f"tcp://127.0.0.1:{publish_port}"], "/s3/downloaded") as seen:

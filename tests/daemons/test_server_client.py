@@ -14,54 +14,25 @@ import time
 import pytest
 import xxhash
 
-from tests.daemons.conftest import (Collector, DaemonProcess, free_port, load, running, script, sha256,
-                                    wait_for, write)
+from tests.controller import DaemonProcess
+from tests.daemons.helpers import (
+    Collector,
+    client_config,
+    drop,
+    load,
+    new_server,
+    request_push,
+    running,
+    server_config,
+    sha256,
+    wait_for,
+    write,
+)
+from tests.servers import free_port
 from trollmoves import messaging
 from trollmoves.client import Client
 from trollmoves.server import Server, ServerOptions
 from trollmoves.state import StateStore
-
-
-def server_config(dirs, request_port, extra=""):
-    return load(write(dirs["state"] / "server.ini", f"""
-        [chain]
-        origin = {dirs['src']}/{{platform_name}}_{{number:03d}}.dat
-        topic = /test/files
-        request_port = {request_port}
-        request_address = 127.0.0.1
-        request_bind_address = 127.0.0.1
-        info = sensor=avhrr;stations=a,b
-        {extra}
-    """), "server")
-
-
-def client_config(dirs, publish_port, destination=None, extra="", name="chain", path=None):
-    destination = destination or f"file://{dirs['dst']}/"
-    return load(write(path or dirs["state"] / "client.ini", f"""
-        [{name}]
-        providers = 127.0.0.1:{publish_port}
-        destination = {destination}
-        topic = /test/files
-        publish_port = 0
-        publish_address = 127.0.0.1
-        nameservers = False
-        transfer_req_timeout = 5
-        {extra}
-    """), "client")
-
-
-def new_server(dirs, extra="", **options):
-    return Server(server_config(dirs, free_port(), extra),
-                  ServerOptions(publish_port=0, publish_address="127.0.0.1", **options))
-
-
-def drop(dirs, count, prefix="NOAA19", size=1000, start=0):
-    paths = []
-    for index in range(start, start + count):
-        path = dirs["src"] / f"{prefix}_{index:03d}.dat"
-        path.write_bytes(os.urandom(size))
-        paths.append(str(path))
-    return paths
 
 
 def test_local_transfer_messages_and_bytes(dirs):
@@ -183,13 +154,6 @@ def test_ftp_destination_with_login(dirs, ftp_server):
     assert push.data["destination"].startswith(f"ftp://127.0.0.1:{ftp_server.port}/incoming")
 
 
-def _push(server, data, destination):
-    request = dict(data)
-    request["destination"] = destination
-    address = server.request_address(server.config.chains[0])
-    return messaging.Requester(address).request(messaging.make_message("/test/files", "push", request), 10)
-
-
 def test_requests_outside_the_announced_files_are_refused(dirs, tmp_path):
     server = new_server(dirs)
     outside = tmp_path / "secret"
@@ -208,11 +172,12 @@ def test_requests_outside_the_announced_files_are_refused(dirs, tmp_path):
             "symlink out": str(dirs["src"] / ".hidden_link"),
         }
         for what, uri in attempts.items():
-            reply = _push(server, dict(good, uri=uri, uid=os.path.basename(uri)), f"file://{dirs['dst']}/")
+            reply = request_push(server, dict(good, uri=uri, uid=os.path.basename(uri)),
+                                 f"file://{dirs['dst']}/")
             assert reply.type == "err", what
             assert reply.data == f"{uri} not reachable", what
         assert os.listdir(dirs["dst"]) == []
-        reply = _push(server, good, f"file://{dirs['dst']}/")
+        reply = request_push(server, good, f"file://{dirs['dst']}/")
         assert reply.type == "file" and reply.data["destination"] == f"file://{dirs['dst']}/"
     refused = server.metrics.registry.get_sample_value("trollmoves_requests_refused_total",
                                                        {"chain": "chain", "reason": "not_announced"})
@@ -225,8 +190,8 @@ def test_destination_allow_list(dirs, tmp_path):
         drop(dirs, 1)
         wait_for(lambda: seen.of_type("file"), what="an announcement")
         data = seen.of_type("file")[0].data
-        assert _push(server, data, f"file://{tmp_path}/elsewhere/").type == "err"
-        assert _push(server, data, f"file://{dirs['dst']}/").type == "file"
+        assert request_push(server, data, f"file://{tmp_path}/elsewhere/").type == "err"
+        assert request_push(server, data, f"file://{dirs['dst']}/").type == "file"
 
 
 def test_repeated_push_transfers_once(dirs):
@@ -236,14 +201,15 @@ def test_repeated_push_transfers_once(dirs):
         wait_for(lambda: seen.of_type("file"), what="an announcement")
         data = seen.of_type("file")[0].data
         replies = []
-        threads = [threading.Thread(target=lambda: replies.append(_push(server, data, f"file://{dirs['dst']}/")))
+        destination = f"file://{dirs['dst']}/"
+        threads = [threading.Thread(target=lambda: replies.append(request_push(server, data, destination)))
                    for _ in range(4)]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
         assert [r.type for r in replies] == ["file"] * 4
-        assert _push(server, data, f"file://{dirs['dst']}/").type == "file"
+        assert request_push(server, data, f"file://{dirs['dst']}/").type == "file"
     done = server.metrics.registry.get_sample_value("trollmoves_transfers_succeeded_total",
                                                     {"chain": "chain", "scheme": "file"})
     assert done == 1
@@ -347,9 +313,9 @@ def test_console_scripts_reload_and_stop(dirs, tmp_path):
         publish_port = 0
         nameservers = False
     """)
-    server = DaemonProcess([script("move_it_server.py"), "-p", str(publish_port), "--publish-address",
+    server = DaemonProcess(["move_it_server.py", "-p", str(publish_port), "--publish-address",
                             "127.0.0.1", "-v", server_ini], tmp_path / "server.log").start()
-    client = DaemonProcess([script("move_it_client.py"), "-v", client_ini], tmp_path / "client.log").start()
+    client = DaemonProcess(["move_it_client.py", "-v", client_ini], tmp_path / "client.log").start()
     try:
         server.wait_log("Chain chain watching")
         client.wait_log("Chain chain following")
@@ -382,7 +348,7 @@ def test_broken_config_exits_nonzero_with_a_clear_message(tmp_path):
         topic = /x
         request_port = 9
     """)
-    proc = DaemonProcess([script("move_it_server.py"), "-p", str(free_port()), bad], tmp_path / "bad.log").start()
+    proc = DaemonProcess(["move_it_server.py", "-p", str(free_port()), bad], tmp_path / "bad.log").start()
     code = proc.proc.wait(30)
     proc.stop()
     assert code != 0
@@ -424,10 +390,10 @@ def test_hot_spare_pair_primary_killed_midway(dirs, tmp_path):
         processing_delay = 0.5
         {common}
     """)
-    server = DaemonProcess([script("move_it_server.py"), "-p", str(publish_port), "-v", server_ini],
+    server = DaemonProcess(["move_it_server.py", "-p", str(publish_port), "-v", server_ini],
                            tmp_path / "server.log").start()
-    primary = DaemonProcess([script("move_it_client.py"), "-v", primary_ini], tmp_path / "primary.log").start()
-    secondary = DaemonProcess([script("move_it_client.py"), "-v", secondary_ini],
+    primary = DaemonProcess(["move_it_client.py", "-v", primary_ini], tmp_path / "primary.log").start()
+    secondary = DaemonProcess(["move_it_client.py", "-v", secondary_ini],
                               tmp_path / "secondary.log").start()
     names = [f"file{index:03d}" for index in range(40)]
     try:

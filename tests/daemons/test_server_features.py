@@ -9,7 +9,8 @@ import shutil
 import stat
 import time
 
-from tests.daemons.conftest import Collector, free_port, load, running, sha256, wait_for, write
+from tests.daemons.helpers import Collector, load, running, sha256, wait_for, write
+from tests.servers import free_port
 from trollmoves import messaging
 from trollmoves.server import Server, ServerOptions
 

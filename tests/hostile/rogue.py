@@ -12,7 +12,7 @@ import shutil
 import threading
 from urllib.parse import urlsplit
 
-from tests.daemons.conftest import load, write
+from tests.daemons.helpers import load, subscriber_yaml, wait_for, write
 from trollmoves import messaging
 from trollmoves.client import Client
 from trollmoves.state import StateStore
@@ -83,7 +83,6 @@ def client_with_rogue(dirs, server_port: int, rogue_port: int) -> Client:
 
 def archive_dispatcher(feed, tmp_path):
     """A dispatcher fed by ``feed`` that copies ``/product`` files into ``tmp_path/archive``."""
-    from tests.daemons.test_dispatcher import subscriber_yaml
     from trollmoves.dispatcher import Dispatcher, DispatcherOptions
 
     config = load(write(tmp_path / "dispatch.yaml", subscriber_yaml(feed) + f"""
@@ -98,3 +97,14 @@ def archive_dispatcher(feed, tmp_path):
         """), "dispatcher")
     return Dispatcher(config, DispatcherOptions(publish_port=0, publish_address="127.0.0.1",
                                                 publish_nameservers=False))
+
+
+def wait_heard(client, send) -> None:
+    """Call ``send()`` until the client's subscriber counts one more malformed message (no slow joiner)."""
+    def counted():
+        send()
+        subscriber = client.chains["chain"].subscriber
+        return subscriber is not None and subscriber.malformed > before
+    subscriber = client.chains["chain"].subscriber
+    before = subscriber.malformed if subscriber is not None else 0
+    wait_for(counted, 20, 0.2, "the client to hear the rogue provider")

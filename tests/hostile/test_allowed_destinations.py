@@ -10,8 +10,7 @@ from __future__ import annotations
 import os
 import socket
 
-from tests.daemons.conftest import Collector, dirs, running, sha256, wait_for  # noqa: F401 (dirs: fixture)
-from tests.daemons.test_server_client import client_config, drop, new_server
+from tests.daemons.helpers import Collector, client_config, drop, new_server, running, sha256, wait_for
 from trollmoves import messaging
 from trollmoves.client import Client
 from trollmoves.state import StateStore

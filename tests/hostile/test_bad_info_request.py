@@ -12,9 +12,7 @@ import os
 
 import pytest
 
-from tests.daemons.conftest import dirs  # noqa: F401 - a fixture
-from tests.daemons.conftest import Collector, running, sha256, wait_for
-from tests.daemons.test_server_client import drop, new_server
+from tests.daemons.helpers import Collector, drop, new_server, running, sha256, wait_for
 from trollmoves import messaging
 
 

@@ -13,8 +13,7 @@ import os
 
 import pytest
 
-from tests.daemons.conftest import dirs, load, running, sha256, wait_for, write  # noqa: F401 (fixture)
-from tests.daemons.test_server_client import new_server
+from tests.daemons.helpers import load, new_server, running, sha256, wait_for, write
 from trollmoves import messaging
 from trollmoves.client import Client, usable_request_address
 from trollmoves.state import StateStore, file_key

@@ -12,8 +12,7 @@ from __future__ import annotations
 import logging
 import os
 
-from tests.daemons.conftest import dirs, load, running, sha256, wait_for, write  # noqa: F401 (fixture)
-from tests.daemons.test_server_client import new_server
+from tests.daemons.helpers import load, new_server, running, sha256, wait_for, write
 from trollmoves.client import Client
 from trollmoves.state import StateStore
 

@@ -15,10 +15,8 @@ import time
 import pytest
 import zmq
 
-from tests.daemons.conftest import dirs  # noqa: F401 - a fixture
-from tests.daemons.conftest import Collector, running, sha256, wait_for
-from tests.daemons.test_server_client import drop, new_server
-from tests.hostile.rogue import archive_dispatcher, client_with_rogue
+from tests.daemons.helpers import Collector, drop, new_server, running, sha256, wait_for
+from tests.hostile.rogue import archive_dispatcher, client_with_rogue, wait_heard
 from trollmoves import messaging
 from trollmoves.errors import MessageDecodeError
 
@@ -27,17 +25,6 @@ def nested_wire(subject: str, atype: str, depth: int) -> str:
     """A posttroll message whose JSON payload is ``depth`` nested lists."""
     now = dt.datetime.now(dt.timezone.utc).isoformat()
     return f"pytroll:/{subject} {atype} rogue@host {now} v1.2 application/json {'[' * depth}{']' * depth}"
-
-
-def wait_heard(client, send) -> None:
-    """Call ``send()`` until the client's subscriber counts one more malformed message (no slow-joiner race)."""
-    def counted():
-        send()
-        subscriber = client.chains["chain"].subscriber
-        return subscriber is not None and subscriber.malformed > before
-    subscriber = client.chains["chain"].subscriber
-    before = subscriber.malformed if subscriber is not None else 0
-    wait_for(counted, 20, 0.2, "the client to hear the rogue provider")
 
 
 @pytest.mark.parametrize("depth", [3_000, 100_000])
@@ -105,7 +92,7 @@ def test_server_answers_every_ping_around_a_nested_request(dirs):
 
 def test_dispatcher_survives_a_nested_message(tmp_path):
     """The dispatcher keeps receiving after a 100,000-deep message and dispatches the next product."""
-    from tests.daemons.test_dispatcher import Feed, make_file
+    from tests.daemons.helpers import Feed, make_file
 
     src, archive = tmp_path / "src", tmp_path / "archive"
     src.mkdir()

@@ -14,11 +14,8 @@ import time
 
 import zmq
 
-from tests.daemons.conftest import dirs  # noqa: F401 - a fixture
-from tests.daemons.conftest import Collector, running, sha256, wait_for
-from tests.daemons.test_server_client import drop, new_server
-from tests.hostile.rogue import client_with_rogue
-from tests.hostile.test_nested_json import wait_heard
+from tests.daemons.helpers import Collector, drop, new_server, running, sha256, wait_for
+from tests.hostile.rogue import client_with_rogue, wait_heard
 from trollmoves import messaging
 
 MB = 1024 * 1024

@@ -16,9 +16,8 @@ import subprocess
 
 import pytest
 
-from tests.daemons.conftest import dirs  # noqa: F401 - a fixture
-from tests.daemons.conftest import Collector, load, running, script, sha256, wait_for, write
-from tests.daemons.test_server_client import drop, new_server
+from tests.controller import console_script
+from tests.daemons.helpers import Collector, drop, load, new_server, running, sha256, wait_for, write
 from trollmoves import messaging
 from trollmoves.client import Client, compose_destination
 from trollmoves.redact import clean_url, redact, strip_password
@@ -36,8 +35,8 @@ def test_check_config_refuses_an_unencoded_special_character_in_a_password(tmp_p
         destination = ftp://alice:{HEAD}{special}{TAIL}@host/dir/
         topic = /test
     """)
-    result = subprocess.run([script("trollmoves"), "check-config", path], capture_output=True, text=True,
-                            timeout=60, check=False)
+    result = subprocess.run([console_script("trollmoves"), "check-config", path],
+                            capture_output=True, text=True, timeout=60, check=False)
     output = result.stdout + result.stderr
     assert result.returncode == 1, output
     assert "destination" in output and "percent-encode" in output, output

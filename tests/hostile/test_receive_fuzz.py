@@ -19,11 +19,8 @@ import time
 
 import zmq
 
-from tests.daemons.conftest import dirs  # noqa: F401 - a fixture
-from tests.daemons.conftest import Collector, running, sha256, wait_for
-from tests.daemons.test_server_client import drop, new_server
-from tests.hostile.rogue import archive_dispatcher, client_with_rogue
-from tests.hostile.test_nested_json import wait_heard
+from tests.daemons.helpers import Collector, drop, new_server, running, sha256, wait_for
+from tests.hostile.rogue import archive_dispatcher, client_with_rogue, wait_heard
 from trollmoves import messaging
 
 SEED = 15
@@ -197,7 +194,7 @@ def test_client_subscription_from_a_listed_provider(dirs):
 
 
 def test_dispatcher_subscription(tmp_path):
-    from tests.daemons.test_dispatcher import Feed, make_file
+    from tests.daemons.helpers import Feed, make_file
 
     rng = random.Random(SEED + 2)
     src, archive = tmp_path / "src", tmp_path / "archive"

@@ -15,9 +15,7 @@ import time
 import pytest
 import zmq
 
-from tests.daemons.conftest import dirs  # noqa: F401 - a fixture
-from tests.daemons.conftest import Collector, running, sha256, wait_for, write
-from tests.daemons.test_server_client import drop, new_server
+from tests.daemons.helpers import Collector, drop, new_server, running, sha256, wait_for, write
 from trollmoves import messaging
 from trollmoves.redact import redact
 

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import os
 
-from tests.daemons.conftest import Collector, dirs, running, sha256, wait_for  # noqa: F401 (fixture)
-from tests.daemons.test_server_client import _push, drop, new_server
+from tests.daemons.helpers import Collector, drop, new_server, request_push, running, sha256, wait_for
 from trollmoves import messaging
 
 
@@ -38,12 +37,13 @@ def test_repush_after_the_delivered_copy_vanished_transfers_again(dirs):
     with running(server):
         source, data = _announcement(server, dirs)
         delivered = dirs["dst"] / os.path.basename(source)
-        assert _push(server, data, destination).type == "file"
+        assert request_push(server, data, destination).type == "file"
         assert sha256(str(delivered)) == sha256(source)
-        assert _push(server, data, destination).type == "file"  # copy still there: answered from the cache
+        # copy still there: answered from the cache
+        assert request_push(server, data, destination).type == "file"
         assert _succeeded(server) == 1
         delivered.unlink()
-        reply = _push(server, data, destination)
+        reply = request_push(server, data, destination)
         assert reply.type == "file", reply.data
         assert delivered.exists(), "the reply said 'file' but nothing was delivered"
         assert sha256(str(delivered)) == sha256(source)
@@ -59,10 +59,10 @@ def test_remote_cache_entry_expires(dirs, ftp_server):
         chain.pushed_cache_ttl = 1.0
         source, data = _announcement(server, dirs)
         delivered = os.path.join(ftp_server.root, "incoming", os.path.basename(source))
-        assert _push(server, data, destination).type == "file"
+        assert request_push(server, data, destination).type == "file"
         assert sha256(delivered) == sha256(source)
         os.remove(delivered)
-        wait_for(lambda: _push(server, data, destination).type == "file" and os.path.exists(delivered),
+        wait_for(lambda: request_push(server, data, destination).type == "file" and os.path.exists(delivered),
                  10, 0.5, what="a re-push after the cache entry expired to transfer again")
         assert sha256(delivered) == sha256(source)
         assert _succeeded(server, "ftp") == 2

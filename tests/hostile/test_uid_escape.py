@@ -12,7 +12,7 @@ import logging
 import os
 import time
 
-from tests.daemons.conftest import Collector, load, running, wait_for, write
+from tests.daemons.helpers import Collector, load, running, wait_for, write
 from tests.hostile.rogue import RogueServer
 from trollmoves.client import Client
 from trollmoves.state import StateStore
@@ -66,7 +66,7 @@ def test_escaping_uids_and_fields_are_refused(tmp_path, caplog):
 
 def test_dispatcher_refuses_fields_that_leave_the_target(tmp_path, caplog):
     """A message field composed into a dispatch directory or file pattern cannot leave the target."""
-    from tests.daemons.test_dispatcher import Feed, make_file
+    from tests.daemons.helpers import Feed, make_file
     from trollmoves.dispatcher import Dispatcher, DispatcherOptions
 
     work = tmp_path / "a" / "b"
@@ -101,7 +101,7 @@ def test_dispatcher_refuses_fields_that_leave_the_target(tmp_path, caplog):
 
 def test_mirror_refuses_uids_and_fields_that_leave_its_destination(tmp_path, caplog):
     """The mirror composes its own destination from upstream fields: escapes are refused, not relayed."""
-    from tests.daemons.conftest import free_port
+    from tests.servers import free_port
     from trollmoves import messaging
     from trollmoves.mirror import Mirror, ServerOptions
 

@@ -12,7 +12,7 @@ import os
 import tarfile
 import time
 
-from tests.daemons.conftest import Collector, load, running, wait_for, write
+from tests.daemons.helpers import Collector, load, running, wait_for, write
 from tests.hostile.rogue import RogueServer
 from trollmoves.client import Client
 from trollmoves.state import StateStore

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from tests.daemons.conftest import Collector, load, running, wait_for, write
+from tests.daemons.helpers import Collector, load, running, wait_for, write
 from tests.hostile.rogue import RogueServer
 from trollmoves.client import Client
 from trollmoves.state import StateStore

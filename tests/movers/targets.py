@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import servers
-from movers.conformance import FAST_RETRIES, PLANTED, Target
+from tests import servers
+from tests.movers.conformance import FAST_RETRIES, PLANTED, Target
 
 
 def _read(path: Path) -> bytes | None:

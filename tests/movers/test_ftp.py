@@ -1,8 +1,8 @@
 """The conformance suite for ``ftp://`` against the session's real pyftpdlib server."""
 
 import pytest
-from movers.conformance import MoverConformance, unique_prefix
-from movers.targets import FtpTarget
+from tests.movers.conformance import MoverConformance, unique_prefix
+from tests.movers.targets import FtpTarget
 
 
 class TestFtpMover(MoverConformance):

@@ -3,8 +3,8 @@
 import os
 
 import pytest
-from movers.conformance import MoverConformance, unique_prefix
-from movers.targets import LocalTarget
+from tests.movers.conformance import MoverConformance, unique_prefix
+from tests.movers.targets import LocalTarget
 
 
 class TestFileMover(MoverConformance):

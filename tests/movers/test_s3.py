@@ -1,8 +1,8 @@
 """The conformance suite for ``s3://`` against the session's real moto_server."""
 
 import pytest
-from movers.conformance import MoverConformance, unique_prefix
-from movers.targets import S3Target
+from tests.movers.conformance import MoverConformance, unique_prefix
+from tests.movers.targets import S3Target
 
 
 @pytest.fixture(scope="module")

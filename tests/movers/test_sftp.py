@@ -1,8 +1,8 @@
 """The conformance suite for ``sftp://`` against the session's real OpenSSH sshd."""
 
 import pytest
-from movers.conformance import MoverConformance, unique_prefix
-from movers.targets import SshTarget
+from tests.movers.conformance import MoverConformance, unique_prefix
+from tests.movers.targets import SshTarget
 
 
 class TestSftpMover(MoverConformance):

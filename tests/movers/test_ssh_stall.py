@@ -17,7 +17,7 @@ import threading
 import time
 
 import pytest
-import servers
+from tests import servers
 
 from trollmoves.errors import TransientTransferError
 from trollmoves.movers import TransferService
@@ -40,7 +40,7 @@ def own_sshd(tmp_path_factory):
     try:
         server = servers.start_sshd(tmp_path_factory.mktemp("stall-sshd"))
     except servers.ServerUnavailable as err:
-        pytest.skip(str(err))
+        servers.require_or_skip(str(err))
     yield server
     server.stop()
 

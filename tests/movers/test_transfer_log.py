@@ -3,8 +3,8 @@
 import logging
 
 import pytest
-import servers
-from movers.conformance import PLANTED
+from tests import servers
+from tests.movers.conformance import PLANTED
 
 from trollmoves.errors import TransferError
 from trollmoves.movers import TransferService

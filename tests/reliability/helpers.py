@@ -23,6 +23,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.controller import DaemonProcess, console_script, terminate
+
 FULL = os.environ.get("TROLLMOVES_FULL_FAULTS", "").strip().lower() in {"1", "true", "yes", "on"}
 
 
@@ -111,8 +113,6 @@ class FixedPortServer:
     def stop(self, timeout: float = 10.0) -> None:
         if self.proc is None:
             return
-        from tests.daemons.conftest import terminate
-
         terminate(self.proc, timeout, kill_wait=timeout)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)
@@ -294,19 +294,15 @@ def client_chain(providers: str, destination: str, topic: str, **keys) -> dict:
 def server_process(ini: str, publish_port: int, log: Path, address: str = "127.0.0.1",
                    prefix: list[str] | None = None, verbose: bool = True):
     """move_it_server.py as a process (started), publishing on ``address:publish_port``."""
-    from tests.daemons.conftest import DaemonProcess, script
-
-    argv = [script("move_it_server.py"), "-p", str(publish_port), "--publish-address", address,
+    argv = [console_script("move_it_server.py"), "-p", str(publish_port), "--publish-address", address,
             *(["-v"] if verbose else []), ini]
     return DaemonProcess([*(prefix or []), *argv], log).start()
 
 
 def client_process(ini: str, log: Path, prefix: list[str] | None = None, verbose: bool = True):
     """move_it_client.py as a process (started)."""
-    from tests.daemons.conftest import DaemonProcess, script
-
-    return DaemonProcess([*(prefix or []), script("move_it_client.py"), *(["-v"] if verbose else []), ini],
-                         log).start()
+    argv = [console_script("move_it_client.py"), *(["-v"] if verbose else []), ini]
+    return DaemonProcess([*(prefix or []), *argv], log).start()
 
 
 def ready(server, client, client_chains=("chain",), server_chains=None) -> None:
@@ -336,7 +332,7 @@ def unmount(mount_point: Path) -> None:
 
 def in_process_server(ini: str, publish_port: int = 0):
     """A Server service (not started) on a loopback publisher."""
-    from tests.daemons.conftest import load
+    from tests.daemons.helpers import load
     from trollmoves.server import Server, ServerOptions
 
     return Server(load(ini, "server"), ServerOptions(publish_port=publish_port, publish_address="127.0.0.1"))
@@ -344,7 +340,7 @@ def in_process_server(ini: str, publish_port: int = 0):
 
 def in_process_client(ini: str, state_path: str | None = None):
     """A Client service (not started) with its state in ``state_path`` (None: in memory)."""
-    from tests.daemons.conftest import load
+    from tests.daemons.helpers import load
     from trollmoves.client import Client
     from trollmoves.state import StateStore
 

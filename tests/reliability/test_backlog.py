@@ -14,7 +14,7 @@ import os
 
 import pytest
 
-from tests.daemons.conftest import free_port, running, wait_for
+from tests.daemons.helpers import running, wait_for
 from tests.reliability.helpers import (
     client_chain,
     final_names,
@@ -23,6 +23,7 @@ from tests.reliability.helpers import (
     server_chain,
     write_ini,
 )
+from tests.servers import free_port
 
 FILES = 300
 HISTORY = 20

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from tests.daemons.conftest import Collector, free_port, running, sha256, wait_for
+from tests.daemons.helpers import Collector, running, sha256, wait_for
 from tests.reliability.helpers import (
     client_chain,
     in_process_client,
@@ -26,6 +26,7 @@ from tests.reliability.helpers import (
     unmount,
     write_ini,
 )
+from tests.servers import free_port
 
 
 @pytest.fixture

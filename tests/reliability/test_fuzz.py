@@ -17,7 +17,8 @@ import zmq
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from tests.daemons.conftest import free_port, load, running, write
+from tests.daemons.helpers import load, running, write
+from tests.servers import free_port
 from trollmoves import messaging
 from trollmoves.errors import MessageDecodeError
 from trollmoves.server import Server, ServerOptions

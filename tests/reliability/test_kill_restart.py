@@ -24,7 +24,7 @@ import time
 
 import pytest
 
-from tests.daemons.conftest import Collector, free_port, sha256, wait_for
+from tests.daemons.helpers import Collector, sha256, wait_for
 from tests.reliability.helpers import (
     client_chain,
     client_process,
@@ -40,6 +40,7 @@ from tests.reliability.helpers import (
     write_atomically,
     write_ini,
 )
+from tests.servers import free_port
 
 FILES = 1000
 INTERVAL = full_or_ci(0.01, 0.008)

@@ -18,8 +18,9 @@ import time
 
 import pytest
 
-from tests.daemons.conftest import (Collector, DaemonProcess, free_port, load, running, script, sha256,
-                                   wait_for, write)
+from tests.controller import DaemonProcess
+from tests.daemons.helpers import Collector, load, running, sha256, wait_for, write
+from tests.servers import free_port
 from trollmoves.client import Client
 from trollmoves.mirror import Mirror
 from trollmoves.server import Server, ServerOptions
@@ -88,7 +89,7 @@ def in_process_mirror(setup) -> Mirror:
 
 
 def mirror_process(setup, log) -> DaemonProcess:
-    return DaemonProcess([script("move_it_mirror.py"), "-p", str(setup["mirror_pub"]), "--publish-address",
+    return DaemonProcess(["move_it_mirror.py", "-p", str(setup["mirror_pub"]), "--publish-address",
                           "127.0.0.1", "-v", setup["mirror_ini"]], log)
 
 

@@ -20,7 +20,7 @@ import uuid
 import pytest
 
 from tests import servers
-from tests.daemons.conftest import Collector, free_port, running, wait_for
+from tests.daemons.helpers import Collector, running, wait_for
 from tests.reliability.helpers import (
     client_chain,
     in_process_client,
@@ -29,6 +29,7 @@ from tests.reliability.helpers import (
     server_chain,
     write_ini,
 )
+from tests.servers import free_port
 from trollmoves import messaging
 
 

@@ -21,7 +21,7 @@ import time
 
 import pytest
 
-from tests.daemons.conftest import free_port, wait_for
+from tests.daemons.helpers import wait_for
 from tests.reliability.helpers import (
     NamespacePair,
     client_chain,
@@ -37,6 +37,7 @@ from tests.reliability.helpers import (
     write_atomically,
     write_ini,
 )
+from tests.servers import free_port
 
 CUT = full_or_ci(45.0, 6.0)
 INTERVAL = 0.25

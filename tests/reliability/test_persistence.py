@@ -15,8 +15,10 @@ import time
 
 import pytest
 
-from tests.daemons.conftest import DaemonProcess, free_port, load, script, write
+from tests.controller import DaemonProcess, console_script
+from tests.daemons.helpers import load, write
 from tests.reliability.helpers import client_chain, mount_tmpfs, unmount, write_ini
+from tests.servers import free_port
 from trollmoves.client import Client
 from trollmoves.errors import ConfigError
 from trollmoves.state import StateStore, file_key
@@ -176,7 +178,7 @@ PROGRAMS = {
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("program", sorted(PROGRAMS))
 def test_unwritable_state_directory_stops_the_daemon_with_a_clear_error(program, tmp_path, unwritable):
-    daemon = DaemonProcess([script(program), *PROGRAMS[program](tmp_path, unwritable)],
+    daemon = DaemonProcess([console_script(program), *PROGRAMS[program](tmp_path, unwritable)],
                            tmp_path / "daemon.log").start()
     try:
         code = daemon.proc.wait(30)
@@ -198,7 +200,7 @@ def test_unwritable_state_directory_in_process(tmp_path, unwritable):
 def test_a_final_message_queued_before_a_kill_is_sent_after_the_restart(tmp_path):
     """A client killed between the commit of a handled file and the send of its `file` message
     sends that message when it starts again (the outbox), once, and does not transfer the file again."""
-    from tests.daemons.conftest import Collector, running
+    from tests.daemons.helpers import Collector, running
     from trollmoves import messaging
 
     publish_port = free_port()

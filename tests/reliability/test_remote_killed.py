@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests import servers
-from tests.daemons.conftest import free_port, wait_for
+from tests.daemons.helpers import wait_for
 from tests.reliability.helpers import (
     FixedPortServer,
     children_of,
@@ -40,6 +40,7 @@ from tests.reliability.helpers import (
     write_atomically,
     write_ini,
 )
+from tests.servers import free_port
 
 DRAIN = 5
 MOVER_RETRIES = 2
@@ -204,7 +205,7 @@ def test_remote_server_killed_mid_transfer_and_restarted(kind, tmp_path):
     try:
         remote.start()
     except servers.ServerUnavailable as exc:
-        pytest.skip(str(exc))
+        servers.require_or_skip(str(exc))
     src, server, client = start_pair(kind, remote, tmp_path, retries=MOVER_RETRIES, retry_delay=0.5,
                                      retry_backoff=2, connect_timeout=5, timeout=10)
     contents: dict[str, bytes] = {}
@@ -270,7 +271,7 @@ def test_daemons_stop_within_the_drain_timeout_while_a_transfer_hangs(kind, tmp_
     try:
         remote.start()
     except servers.ServerUnavailable as exc:
-        pytest.skip(str(exc))
+        servers.require_or_skip(str(exc))
     src, server, client = start_pair(kind, remote, tmp_path, timeout=MOVER_TIMEOUT, connect_timeout=MOVER_TIMEOUT)
     frozen: list[int] = []
     try:

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests import servers
-from tests.daemons.conftest import Collector, free_port, running, wait_for
+from tests.daemons.helpers import Collector, running, wait_for
 from tests.reliability.helpers import (
     client_chain,
     client_process,
@@ -34,6 +34,7 @@ from tests.reliability.helpers import (
     stop_within,
     write_ini,
 )
+from tests.servers import free_port
 
 BUCKET = "secrets"
 THIRD_PARTY_LOGGERS = ("paramiko", "botocore", "boto3", "s3transfer", "urllib3", "posttroll", "watchdog",
@@ -54,7 +55,7 @@ def remotes(tmp_path):
     except servers.ServerUnavailable as exc:
         for server in started:
             server.stop()
-        pytest.skip(str(exc))
+        servers.require_or_skip(str(exc))
     passphrase = "Passphrase-" + secrets.token_hex(8)
     key = tmp_path / "encrypted_key"
     shutil.copy(sshd.client_key, key)

@@ -23,7 +23,6 @@ import time
 
 import pytest
 
-from tests.daemons.conftest import free_port
 from tests.reliability.helpers import (
     FULL,
     client_chain,
@@ -36,6 +35,7 @@ from tests.reliability.helpers import (
     stop_within,
     write_ini,
 )
+from tests.servers import free_port
 from trollmoves.server import ServerOptions
 
 FILES = int(os.environ.get("TROLLMOVES_SOAK_FILES", "0")) or full_or_ci(100_000, 20_000)

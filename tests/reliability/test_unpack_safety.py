@@ -16,7 +16,7 @@ import tarfile
 
 import pytest
 
-from tests.daemons.conftest import Collector, free_port, running, wait_for
+from tests.daemons.helpers import Collector, running, wait_for
 from tests.reliability.helpers import (
     client_chain,
     in_process_client,
@@ -24,6 +24,7 @@ from tests.reliability.helpers import (
     server_chain,
     write_ini,
 )
+from tests.servers import free_port
 from trollmoves.unpack import UnpackError, unpack
 
 

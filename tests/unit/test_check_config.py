@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from controller import run_cli
+from tests.controller import run_cli
 
 from trollmoves import config
 

@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from controller import run_cli
 
 import trollmoves
+from tests.controller import run_cli
 
 BROKEN = Path(__file__).resolve().parents[2] / "tests" / "data" / "broken"
 

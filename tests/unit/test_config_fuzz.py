@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import toml
 import yaml
-from controller import run_cli
+from tests.controller import run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

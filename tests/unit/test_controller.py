@@ -13,7 +13,8 @@ import threading
 import time
 
 import pytest
-from controller import DaemonProcess, ServiceController, ServiceFailed, console_script, run_cli
+
+from tests.controller import DaemonProcess, ServiceController, ServiceFailed, console_script, run_cli
 
 
 class DummyService:
@@ -174,19 +175,19 @@ def test_daemon_process_waits_for_log_sends_signals_and_stops_by_pid():
         daemon.wait_for_log(r"reloaded", start=started.end())
         assert daemon.returncode is None
         assert daemon.stop() == 0
-    assert "stopping" in daemon.log_text()
+    assert "stopping" in daemon.log()
 
 
 def test_daemon_process_that_ignores_sigterm_is_killed():
     code = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
             "print('up', flush=True); time.sleep(60)")
-    daemon = DaemonProcess([sys.executable, "-c", code])
+    daemon = DaemonProcess([sys.executable, "-c", code]).start()
     daemon.wait_for_log("up")
     assert daemon.stop(timeout=0.5) == -signal.SIGKILL
 
 
 def test_wait_for_log_fails_with_the_log_when_the_process_exits():
-    daemon = DaemonProcess([sys.executable, "-c", "print('bye'); raise SystemExit(3)"])
+    daemon = DaemonProcess([sys.executable, "-c", "print('bye'); raise SystemExit(3)"]).start()
     with pytest.raises(AssertionError, match=r"(?s)exited with 3 before logging 'never'.*bye"):
         daemon.wait_for_log("never", timeout=10)
     assert daemon.stop() == 3

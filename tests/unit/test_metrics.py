@@ -38,6 +38,8 @@ from trollmoves.metrics import (
 )
 from trollmoves.movers.pool import ConnectionPool
 
+from tests.servers import require_or_skip
+
 
 @pytest.fixture
 def metrics():
@@ -229,7 +231,7 @@ def test_pool_statistics_at_scrape_time(metrics):
 def test_exposition_passes_promtool(metrics):
     promtool = shutil.which("promtool")
     if promtool is None:
-        pytest.skip("promtool not installed (Debian package prometheus; tests/run_all.sh installs it)")
+        require_or_skip("promtool not installed (Debian package prometheus; tests/run_all.sh installs it)")
     metrics.init_chain("hrit")
     metrics.files_announced.labels("hrit").inc()
     metrics.transfer_duration.labels("hrit", "sftp").observe(1.5)

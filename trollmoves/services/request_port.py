@@ -134,7 +134,8 @@ class RequestPort:
     def open(self, port: int, bind_address: str, curve: Any) -> threading.Thread:
         """Bind the request socket and start answering; returns the thread doing it."""
         self.server = messaging.RequestServer(port, bind_address, curve=curve).start()
-        thread = threading.Thread(target=self._serve, name=f"requests:{self.chain.name}", daemon=True)
+        thread = threading.Thread(target=self._serve, args=(self.server,), name=f"requests:{self.chain.name}",
+                                  daemon=True)
         thread.start()
         return thread
 
@@ -156,12 +157,14 @@ class RequestPort:
             self.server.close()
 
     # requests -------------------------------------------------------------------------------------
-    def _serve(self) -> None:
+    def _serve(self, server: messaging.RequestServer) -> None:
+        """Receive on the socket bound at ``open`` (replies go through ``self.server``, which tests replace)."""
         while not self._stop.is_set():
             try:
-                requests = self.server.poll(POLL_INTERVAL)
+                requests = server.poll(POLL_INTERVAL)
             except Exception:  # noqa: BLE001
                 logger.exception("Chain %s: request port error", self.chain.name)
+                self._stop.wait(POLL_INTERVAL)  # a socket that keeps failing must not flood the log
                 continue
             for request in requests:
                 self.dispatch(request)
