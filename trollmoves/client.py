@@ -87,23 +87,42 @@ class Pending:
     given_up: bool = False  # fast retries exhausted: retried every ``retry_given_up_interval`` s
 
 
+@dataclass(frozen=True)
+class FollowingParts:
+    """What a client chain is given by its client (it never reaches back into it).
+
+    ``publisher_curve``: CURVE keys of the chain's publisher (the daemon's, or None);
+    ``workers``: transfer workers (and pooled request sockets per server) of the chain;
+    ``max_fetch_attempts``: fast retries before a file is retried only every
+    ``retry_given_up_interval`` s.
+    """
+
+    metrics: Metrics
+    state: StateStore
+    scheduler: Scheduler
+    publisher_curve: messaging.CurveServerKeys | None
+    workers: int = 4
+    max_fetch_attempts: int = 6
+
+
 class FollowedChain:
     """Subscriber, publisher and transfer workers of one client section."""
 
-    def __init__(self, chain: ClientChain, client: Client):
+    def __init__(self, chain: ClientChain, parts: FollowingParts):
         self.chain = chain
-        self.client = client
-        self.metrics = client.metrics
-        self.state = client.state
+        self.parts = parts
+        self.metrics = parts.metrics
+        self.state = parts.state
+        self.scheduler = parts.scheduler
         self.publisher: messaging.Publisher | None = None
         self.feed: ProviderFeed | None = None
         self.curve: messaging.CurveClientKeys | None = None
         self.pending: dict[str, Pending] = {}
         self.lock = threading.Lock()
-        self.workers = ThreadPoolExecutor(max_workers=client.workers_per_chain,
+        self.workers = ThreadPoolExecutor(max_workers=parts.workers,
                                           thread_name_prefix=f"fetch:{chain.name}")
         self._stop = threading.Event()
-        self.requesters = RequesterPool(chain.name, self._stop.is_set, max_idle=client.workers_per_chain)
+        self.requesters = RequesterPool(chain.name, self._stop.is_set, max_idle=parts.workers)
         self.provider_last_message: dict[str, float] = {}
         self.provider_last_heard: dict[str, float] = {}
         self.provider_min_interval: dict[str, float] = {}
@@ -125,7 +144,7 @@ class FollowedChain:
             if chain.curve_secret_key_file else None)
         self.publisher = messaging.Publisher(f"move_it_{chain.name}", chain.publish_port, chain.publish_address,
                                              nameservers=chain.nameservers,
-                                             curve=messaging.publisher_curve(self.client.config)).start()
+                                             curve=self.parts.publisher_curve).start()
         self._publish_after = time.monotonic() + (REJOIN_GRACE if chain.publish_port else 0.0)
         now = time.monotonic()
         for provider in chain.providers:
@@ -282,7 +301,7 @@ class FollowedChain:
         if decision.caught_up:
             self.metrics.catch_up_files.labels(chain.name).inc()
         if decision.delay:
-            self.client.scheduler.call_later(decision.delay, lambda: self._delayed_start(key))
+            self.scheduler.call_later(decision.delay, lambda: self._delayed_start(key))
         else:
             self.workers.submit(self.fetch, key)
         # Recorded after the hand-off, so the commit runs while the worker sends the request; a
@@ -326,7 +345,7 @@ class FollowedChain:
             if decision.action is DelayedStartAction.SKIP:
                 return
             if decision.action is DelayedStartAction.WAIT:
-                self.client.scheduler.call_later(decision.delay, lambda: self._delayed_start(key))
+                self.scheduler.call_later(decision.delay, lambda: self._delayed_start(key))
                 return
             if decision.action is DelayedStartAction.TAKE_OVER:
                 logger.warning("Chain %s: the other client announced a push of %s but never confirmed it: "
@@ -383,7 +402,7 @@ class FollowedChain:
         chain = self.chain
         uids = ", ".join(collect_uids(entry.sources[0].data))
         interval = chain.retry_given_up_interval
-        decision = decide_retry(attempts=entry.attempts, max_attempts=self.client.max_fetch_attempts,
+        decision = decide_retry(attempts=entry.attempts, max_attempts=self.parts.max_fetch_attempts,
                                 given_up=entry.given_up, age=time.time() - entry.first_seen,
                                 max_age=self.state.max_age, given_up_interval=interval)
         if decision.action is RetryAction.EXPIRED:
@@ -408,7 +427,7 @@ class FollowedChain:
             logger.warning("Chain %s: %s still not delivered after %d attempts; next retry in %g s", chain.name,
                            uids, entry.attempts, interval)
         if decision.delay is not None:
-            self.client.scheduler.call_later(decision.delay, lambda: self.workers.submit(self.fetch, key))
+            self.scheduler.call_later(decision.delay, lambda: self.workers.submit(self.fetch, key))
 
     def _request_push(self, source: messaging.Message) -> tuple[messaging.Message, messaging.Message] | None:
         chain = self.chain
@@ -554,8 +573,13 @@ class Client:
     def chains(self) -> dict[str, FollowedChain]:
         return self.service.chains
 
+    def chain_parts(self) -> FollowingParts:
+        """What each chain is given: shared metrics, state store and scheduler, and the chains' settings."""
+        return FollowingParts(self.metrics, self.state, self.scheduler, messaging.publisher_curve(self.config),
+                              self.workers_per_chain, self.max_fetch_attempts)
+
     def _make_chain(self, chain: ClientChain) -> FollowedChain:
-        return FollowedChain(chain, self)
+        return FollowedChain(chain, self.chain_parts())
 
     def start(self) -> None:
         if self.state is None:

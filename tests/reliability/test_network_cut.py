@@ -141,7 +141,7 @@ def test_resubscription_catches_up_from_the_last_message_heard(tmp_path, monkeyp
     port = free_port()
     client = in_process_client(write_ini(tmp_path / "client.ini", {"chain": client_chain(
         f"127.0.0.1:{port}", f"file://{tmp_path}/", "/reliability/cut", heartbeat_alarm_scale=0.1)}))
-    followed = FollowedChain(client.config.chains[0], client)
+    followed = FollowedChain(client.config.chains[0], client.chain_parts())
     asked = []
     monkeypatch.setattr(followed, "catch_up", lambda address, since: asked.append((address, since)))
     address = f"tcp://127.0.0.1:{port}"
