@@ -133,6 +133,7 @@ class FollowedChain:
         self.composer = Composer(chain.destination)
         self.template_fields = confine.template_fields(chain.destination)
         self._publish_after = 0.0
+        self._pending_rows: list[tuple[str, dict]] = []  # the feed thread's, written after each batch
 
     # lifecycle ------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -152,7 +153,7 @@ class FollowedChain:
         self.feed = ProviderFeed(
             f"Chain {chain.name}", chain.providers, self._topics(), self.handle,
             lambda _e: self.metrics.messages_malformed.labels(chain.name).inc(),
-            provider_topics=self._provider_topics, curve=self.curve, after_poll=self._check_heartbeats,
+            provider_topics=self._provider_topics, curve=self.curve, after_poll=self._after_poll,
             error_text="error handling a")
         self.feed.start()
         if self.state.outbox(chain.name):
@@ -210,6 +211,13 @@ class FollowedChain:
             return None
         return [provider.topic] + ([SERVER_HEARTBEAT_SUBJECT] if self.chain.heartbeat else [])
 
+    def _after_poll(self, subscriber: messaging.Subscriber) -> None:
+        """After each batch the feed received: its pending rows in one commit, then the heartbeat check."""
+        rows, self._pending_rows = self._pending_rows, []
+        if rows:
+            self.state.add_pending_many(self.chain.name, rows)
+        self._check_heartbeats(subscriber)
+
     def _check_heartbeats(self, subscriber: messaging.Subscriber) -> None:
         """Between polls: resubscribe to a silent provider and catch up from the last message heard from it."""
         scale = self.chain.heartbeat_alarm_scale
@@ -230,7 +238,7 @@ class FollowedChain:
     # what it decides (receive thread: quick, never blocking) --------------------------------------
     def handle(self, address: str, message: messaging.Message) -> None:
         self.provider_last_message[address] = self.provider_last_heard[address] = time.monotonic()
-        self.metrics.messages_received.labels(self.chain.name, message_type_label(message.type)).inc()
+        self.metrics.child(self.metrics.messages_received, self.chain.name, message_type_label(message.type)).inc()
         data = message.data if isinstance(message.data, dict) else {}
         uids = collect_uids(data) if message.type != "beat" else []
         kind = classify_message(message.type, bool(uids), "request_address" in data)
@@ -248,7 +256,7 @@ class FollowedChain:
         elif kind is MessageKind.OTHER_CLIENT_DONE:
             self._other_client_done(key, uids)
         elif kind is MessageKind.ANNOUNCEMENT:
-            self.on_announcement(message, key)
+            self.on_announcement(message, key, batched=True)
             if usable_request_address(data["request_address"]) is not None:
                 self.request_addresses_by_provider.setdefault(address, set()).add(data["request_address"])
         else:
@@ -269,8 +277,13 @@ class FollowedChain:
         if not self.state.is_handled(self.chain.name, key):
             self.state.mark_handled(self.chain.name, key, uids)
 
-    def on_announcement(self, message: messaging.Message, key: str, from_catch_up: bool = False) -> bool:
-        """Request the file(s) of an announcement unless handled or pending; True if newly requested."""
+    def on_announcement(self, message: messaging.Message, key: str, from_catch_up: bool = False,
+                        batched: bool = False) -> bool:
+        """Request the file(s) of an announcement unless handled or pending; True if newly requested.
+
+        ``batched`` (the feed thread): the pending row is written with the rest of the feed's
+        batch, in one transaction (``_after_poll``), instead of one commit per file.
+        """
         chain = self.chain
         escape = confinement_error(message.data, self.template_fields)
         request_address = usable_request_address(message.data.get("request_address"))
@@ -306,8 +319,11 @@ class FollowedChain:
             self.workers.submit(self.fetch, key)
         # Recorded after the hand-off, so the commit runs while the worker sends the request; a
         # kill before it lands loses nothing: the server's catch-up offers the file again.
-        self.state.add_pending(chain.name, key, {"subject": message.subject, "type": message.type,
-                                                 "data": jsonable(message.data)})
+        row = {"subject": message.subject, "type": message.type, "data": jsonable(message.data)}
+        if batched:
+            self._pending_rows.append((key, row))
+        else:
+            self.state.add_pending(chain.name, key, row)
         return True
 
     def refuse_escape(self, what: str, exc: confine.ConfinementError) -> None:
@@ -452,7 +468,7 @@ class FollowedChain:
         self._publish(messaging.make_message(source.subject, "push", public))
         request_address = str(data["request_address"])
         scheme = scheme_label(urlsplit(destination).scheme)
-        self.metrics.transfers_started.labels(chain.name, scheme).inc()
+        self.metrics.child(self.metrics.transfers_started, chain.name, scheme).inc()
         started = time.monotonic()
         try:
             reply = self.requesters.get(request_address).request(
@@ -479,11 +495,11 @@ class FollowedChain:
             self.metrics.transfers_failed.labels(chain.name, scheme, "checksum").inc()
             return None
         duration = time.monotonic() - started
-        self.metrics.transfers_succeeded.labels(chain.name, scheme).inc()
-        self.metrics.transfer_duration.labels(chain.name, scheme).observe(duration)
+        self.metrics.child(self.metrics.transfers_succeeded, chain.name, scheme).inc()
+        self.metrics.child(self.metrics.transfer_duration, chain.name, scheme).observe(duration)
         size = data.get("size")
         if isinstance(size, int):
-            self.metrics.transferred_bytes.labels(chain.name, scheme).inc(size)
+            self.metrics.child(self.metrics.transferred_bytes, chain.name, scheme).inc(size)
         logger.info("Chain %s: received %s from %s in %.3f s", chain.name, ", ".join(collect_uids(data)),
                     request_address, duration)
         return source, reply
@@ -507,11 +523,11 @@ class FollowedChain:
         for message in messages:
             self._publish(message)
         self.state.outbox_done(outbox)
-        self.metrics.files_received.labels(chain.name).inc()
-        self.metrics.last_transfer.labels(chain.name).set(time.time())
+        self.metrics.child(self.metrics.files_received, chain.name).inc()
+        self.metrics.child(self.metrics.last_transfer, chain.name).set(time.time())
         mtime = source.data.get("mtime")
         if isinstance(mtime, (int, float)):
-            self.metrics.arrival_latency.labels(chain.name).observe(max(0.0, time.time() - mtime))
+            self.metrics.child(self.metrics.arrival_latency, chain.name).observe(max(0.0, time.time() - mtime))
         for other in entry.sources:
             if other is not source:
                 self.send_ack(other)
@@ -539,9 +555,9 @@ class FollowedChain:
         if wait > 0:
             self._stop.wait(wait)
         if self.publisher.send(message):
-            self.metrics.messages_published.labels(self.chain.name, message_type_label(message.type)).inc()
+            self.metrics.child(self.metrics.messages_published, self.chain.name, message_type_label(message.type)).inc()
         else:
-            self.metrics.messages_dropped.labels(self.chain.name).inc()
+            self.metrics.child(self.metrics.messages_dropped, self.chain.name).inc()
 
 
 # --------------------------------------------------------------------------------------------------

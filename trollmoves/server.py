@@ -311,8 +311,8 @@ class ServedChain(ServingChain):
             return
         self.remember(path, atype, data)
         if self.parts.publish(message, self.chain.name):
-            self.metrics.files_announced.labels(self.chain.name).inc()
-            logger.info("Announced %s on %s", path, self.chain.topic)
+            self.metrics.child(self.metrics.files_announced, self.chain.name).inc()
+            logger.debug("Announced %s on %s", path, self.chain.topic)  # per file at INFO: the push line
 
     def _remember_silently(self, path: str) -> None:
         """Backlog disabled: files present at start are servable, but not announced."""

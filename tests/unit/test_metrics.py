@@ -126,6 +126,19 @@ def test_reinitialising_a_chain_keeps_its_values(metrics):
     assert value(metrics, "trollmoves_files_announced_total", chain="hrit") == 5
 
 
+def test_counts_through_cached_children_are_exported_and_a_removed_chain_starts_again(metrics):
+    metrics.init_chain("hrit")
+    for _ in range(3):
+        metrics.child(metrics.files_announced, "hrit").inc()
+    metrics.child(metrics.transferred_bytes, "hrit", "file").inc(4096)
+    assert value(metrics, "trollmoves_files_announced_total", chain="hrit") == 3
+    assert value(metrics, "trollmoves_transferred_bytes_total", chain="hrit", scheme="file") == 4096
+    metrics.remove_chain("hrit")
+    metrics.init_chain("hrit")
+    metrics.child(metrics.files_announced, "hrit").inc()
+    assert value(metrics, "trollmoves_files_announced_total", chain="hrit") == 1
+
+
 def test_remove_chain_drops_only_that_chain(metrics):
     metrics.init_chain("hrit")
     metrics.init_chain("avhrr")

@@ -49,6 +49,10 @@ logger = logging.getLogger(__name__)
 PUSHED_CACHE_TTL = 60.0  # s a completed push to a remote destination answers a repeated request (no transfer)
 PUSHED_CACHE_SIZE = 10_000
 POLL_INTERVAL = 0.5  # s a poll of the request socket waits: how soon a stop is noticed
+INLINE_PUSH_MAX_SIZE = 1 << 20  # bytes: a push of local files this small is served in the request thread
+INLINE_PUSH_MAX_FILES = 16
+INLINE_PUSH_SLOW = 0.25  # s: an inline push slower than this sends the chain's pushes to the pool ...
+INLINE_PUSH_BACKOFF = 300.0  # s: ... for this long (a slow or hung destination file system)
 
 
 def bounded_reply(reply: messaging.Message) -> messaging.Message:
@@ -128,6 +132,7 @@ class RequestPort:
         self._inflight: dict[tuple[str, str], Future] = {}
         self._completed: OrderedDict[tuple, CompletedPush] = OrderedDict()
         self._inflight_lock = threading.Lock()
+        self._inline_paused_until = 0.0
         self._stop = threading.Event()
 
     # lifecycle ------------------------------------------------------------------------------------
@@ -183,11 +188,14 @@ class RequestPort:
             return
         message = request.message
         atype = message.type if message.type in ("push", "ack", "info", "ping") else "unknown"
-        self.metrics.requests.labels(name, atype).inc()
+        self.metrics.child(self.metrics.requests, name, atype).inc()
         logger.debug("Chain %s: %s request on %s", name, messaging.shorten(message.type, 40),
                      messaging.shorten(message.subject))
         if atype == "push":
-            self.workers.submit(self._push_and_reply, request)
+            if self._can_push_inline(message):
+                self._push_inline(request)
+            else:
+                self.workers.submit(self._push_and_reply, request)
             return
         try:
             if atype == "ping":
@@ -232,6 +240,45 @@ class RequestPort:
         if refusal.log is not None:
             logger.warning("Chain %s: %s", self.chain.name, refusal.log)
         return refusal.reply
+
+    def _can_push_inline(self, message: messaging.Message) -> bool:
+        """Whether a push is small and local: served at once in this thread, without the pool.
+
+        Handing a request to a worker and its reply back costs two thread wake-ups, more CPU
+        than hard-linking or copying a small file. Only local destinations (``file://``) of at
+        most INLINE_PUSH_MAX_FILES files of at most INLINE_PUSH_MAX_SIZE bytes each (their size
+        on disk, not what the request claims) qualify, never the mirror's (it may pull first),
+        and not while a recent inline push was slow (``_inline_paused_until``).
+        """
+        data = message.data
+        if self.source_for is not None or not isinstance(data, dict) or time.monotonic() < self._inline_paused_until:
+            return False
+        destination = data.get("destination")
+        if not isinstance(destination, str) or urlsplit(destination).scheme not in ("file", ""):
+            return False
+        entries = uri_entries(data)
+        if not entries or len(entries) > INLINE_PUSH_MAX_FILES:
+            return False
+        with self._inflight_lock:  # joining a worker's push of the same file would block this thread
+            busy = {path for path, _ in self._inflight}
+        for entry in entries:
+            if entry_path(entry) in busy:
+                return False
+            try:
+                if os.stat(entry_path(entry)).st_size > INLINE_PUSH_MAX_SIZE:
+                    return False
+            except (OSError, ValueError, TypeError):
+                return False  # the pool's path reports the error, as before
+        return True
+
+    def _push_inline(self, request: messaging.Request) -> None:
+        started = time.monotonic()
+        self._push_and_reply(request)
+        took = time.monotonic() - started
+        if took > INLINE_PUSH_SLOW:
+            self._inline_paused_until = time.monotonic() + INLINE_PUSH_BACKOFF
+            logger.warning("Chain %s: a local push took %.2f s; pushes go through the worker pool for the next "
+                           "%.0f s", self.chain.name, took, INLINE_PUSH_BACKOFF)
 
     def _push_and_reply(self, request: messaging.Request) -> None:
         try:
@@ -300,7 +347,7 @@ class RequestPort:
     def _transfer(self, path: str, item: PushItem, backup_targets: list | None) -> str | None:
         scheme = scheme_label(urlsplit(item.destination).scheme)
         name = self.chain.name
-        self.metrics.transfers_started.labels(name, scheme).inc()
+        self.metrics.child(self.metrics.transfers_started, name, scheme).inc()
         try:
             result = self.transfers.transfer(path, item.destination, options=self.chain.transfer_options,
                                              rel_path=item.rel_path,
@@ -314,10 +361,11 @@ class RequestPort:
             error = messaging.shorten(redact(exc))
             logger.error("Chain %s: push of %s to %s failed: %s", name, path, messaging.shorten(item.shown), error)
             return error
-        self.metrics.transfers_succeeded.labels(name, scheme).inc()
-        self.metrics.transferred_bytes.labels(name, scheme).inc(result.size)
-        self.metrics.transfer_duration.labels(name, scheme).observe(result.duration)
-        self.metrics.last_transfer.labels(name).set(time.time())
+        metrics = self.metrics
+        metrics.child(metrics.transfers_succeeded, name, scheme).inc()
+        metrics.child(metrics.transferred_bytes, name, scheme).inc(result.size)
+        metrics.child(metrics.transfer_duration, name, scheme).observe(result.duration)
+        metrics.child(metrics.last_transfer, name).set(time.time())
         logger.info("Chain %s: pushed %s to %s (%d bytes, %.3f s)", name, path, result.destination, result.size,
                     result.duration)
         if self.chain.delete or self.chain.compression:

@@ -256,10 +256,10 @@ class ServingDaemon:
             self._stop.wait(wait)
         ok = self.publisher.send(message)
         if ok:
-            self.metrics.messages_published.labels(chain_name, message.type if message.type in
-                                                   ("file", "dataset", "collection") else "other").inc()
+            self.metrics.child(self.metrics.messages_published, chain_name, message.type if message.type in
+                               ("file", "dataset", "collection") else "other").inc()
         else:
-            self.metrics.messages_dropped.labels(chain_name).inc()
+            self.metrics.child(self.metrics.messages_dropped, chain_name).inc()
         return ok
 
     def announced_files(self, subject: str, max_count: int) -> list[str]:
