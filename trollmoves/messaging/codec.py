@@ -145,7 +145,13 @@ def decode(raw: str | bytes) -> Message:
             text = raw
         if not text.startswith(_MAGIC):
             raise MessageError("This is not a 'pytroll:/' message (wrong magick word)")
-        parts = _HEADER_SPLIT.split(text[9:], maxsplit=6)
+        body = text[9:]
+        if body and not body[0].isspace() and not body[-1].isspace():
+            # the same list as the regex split (same whitespace set, Py_UNICODE_ISSPACE) when nothing leads or
+            # trails; 5 x cheaper, and the split was a quarter of a decode
+            parts = body.split(None, 6)
+        else:
+            parts = _HEADER_SPLIT.split(body, maxsplit=6)
         if len(parts) < 5:
             raise MessageError("Could not decode raw string")
         version = parts[4]
