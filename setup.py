@@ -68,6 +68,13 @@ def _extensions():
     ext = Extension(
         "trollmoves._speedups",
         ["_speedups/_speedups.pyx"],
+        include_dirs=["_speedups"],
+        # tm_hash.h resolves OpenSSL's EVP at run time (dlopen of the libcrypto that _hashlib loaded): no
+        # libssl-dev, no -lcrypto; xxHash is vendored in _speedups/xxhash/ (BSD-2). The depends also
+        # put these files (and the license) in the sdist, which MANIFEST.in does not list.
+        depends=["_speedups/copy.pxi", "_speedups/tm_hash.h", "_speedups/tm_pipe.h", "_speedups/tm_wpipe.h",
+                 "_speedups/xxhash/xxhash.h", "_speedups/xxhash/xxh_x86dispatch.c", "_speedups/xxhash/LICENSE"],
+        libraries=["dl", "pthread"] if sys.platform.startswith("linux") else [],
         extra_compile_args=["-O2"],
     )
     return cythonize([ext], compiler_directives={"language_level": "3"}, quiet=True)

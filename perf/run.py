@@ -247,7 +247,7 @@ def _dump_totals(prefix: Path) -> dict[int, int]:
     return totals
 
 
-def callgrind_counts(impl: str, groups: str, budget: float, copy_mib: int = 8) -> list[dict]:
+def callgrind_counts(impl: str, groups: str, budget: float, copy_sizes: str = "8m") -> list[dict]:
     """Run bench.py --callgrind under valgrind; return per case and variant the instructions per call."""
     # sys.executable as it is, not its realpath: in a virtual environment it is <venv>/bin/python, a
     # symlink whose location tells Python where the venv (its site-packages) is; the realpath is the
@@ -258,7 +258,7 @@ def callgrind_counts(impl: str, groups: str, budget: float, copy_mib: int = 8) -
         listing_path = Path(tmp) / "listing.json"
         command = ["valgrind", "--tool=callgrind", "--dump-before=sched_yield", f"--callgrind-out-file={prefix}",
                    python, str(PERF / "micro" / "bench.py"), "--callgrind", "--groups", groups,
-                   "--budget", str(budget), "--copy-mib", str(copy_mib), "--output", str(listing_path)]
+                   "--budget", str(budget), "--copy-sizes", copy_sizes, "--output", str(listing_path)]
         log(f"== callgrind [{impl}] {groups}")
         started = time.monotonic()
         subprocess.run(command, check=True, env=impl_env(impl), timeout=3600, stdout=subprocess.DEVNULL,
@@ -287,14 +287,15 @@ def callgrind_counts(impl: str, groups: str, budget: float, copy_mib: int = 8) -
 def run_callgrind(quick: bool, impls: list[str], raw: dict, rows: Rows) -> None:
     if not ensure_valgrind():
         raise RuntimeError("valgrind is not installed and could not be installed (apt-get install valgrind)")
-    # copy: 8 MiB (quick 2 MiB, two 1 MiB chunks): in --quick too, its instruction counts are the
-    # non-drifting gate of the copy/hash part (the copy timings swing too much for a 30 % floor)
+    # copy: 4 KiB, 64 KiB and 8 MiB files (quick 4 KiB and 2 MiB, two 1 MiB chunks): in --quick too, their
+    # instruction counts are the non-drifting gate of the copy/hash part (the copy timings swing too much
+    # for a 30 % floor); the small files are where the compiled loop itself, not the hash, is the cost
     groups = "match,codec,path,copy"
     budget = 0.25 if quick else 2.0
     for impl in impls:
         # the building-block path is the same Python code for both: measured once, with the compiled leg
         impl_groups = groups.replace(",path", "") if impl == "py" and "c" in impls else groups
-        results = callgrind_counts(impl, impl_groups, budget, 2 if quick else 8)
+        results = callgrind_counts(impl, impl_groups, budget, "4k,2m" if quick else "4k,64k,8m")
         raw.setdefault("callgrind", {})[impl] = results
         callgrind_rows(impl, results, rows)
     compiled_vs_twin_rows(rows)

@@ -26,13 +26,19 @@ def _flag(name: str) -> bool:
 
 
 if TYPE_CHECKING:  # pragma: no cover
-    from trollmoves._native import convert_fields, copy_stream, hash_stream, iso_object_hook, parse_name, read_chunk
+    from trollmoves._native import (
+        convert_fields, copy_stream, hash_stream, iso_object_hook, new_hasher, parse_name, read_chunk,
+    )
 elif _flag("TROLLMOVES_NO_EXTENSIONS") or platform.python_implementation() != "CPython":
-    from trollmoves._native import convert_fields, copy_stream, hash_stream, iso_object_hook, parse_name, read_chunk
+    from trollmoves._native import (
+        convert_fields, copy_stream, hash_stream, iso_object_hook, new_hasher, parse_name, read_chunk,
+    )
     IMPLEMENTATION = "py"
 else:
     try:
-        from trollmoves._speedups import convert_fields, copy_stream, hash_stream, iso_object_hook, parse_name, read_chunk
+        from trollmoves._speedups import (
+            convert_fields, copy_stream, hash_stream, iso_object_hook, new_hasher, parse_name, read_chunk,
+        )
         IMPLEMENTATION = "c"
     except ImportError as _exc:
         if _flag("TROLLMOVES_REQUIRE_EXTENSIONS"):
@@ -45,7 +51,12 @@ else:
             RuntimeWarning,
             stacklevel=2,
         )
-        from trollmoves._native import convert_fields, copy_stream, hash_stream, iso_object_hook, parse_name, read_chunk
+        from trollmoves._native import (
+            convert_fields, copy_stream, hash_stream, iso_object_hook, new_hasher, parse_name, read_chunk,
+        )
         IMPLEMENTATION = "py"
 
-__all__ = ["IMPLEMENTATION", "convert_fields", "copy_stream", "hash_stream", "iso_object_hook", "parse_name", "read_chunk"]
+__all__ = [
+    "IMPLEMENTATION", "convert_fields", "copy_stream", "hash_stream", "iso_object_hook", "new_hasher", "parse_name",
+    "read_chunk",
+]

@@ -7,8 +7,11 @@ the extension is not built, or when ``TROLLMOVES_NO_EXTENSIONS=1``.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from datetime import date as _date, datetime as _datetime
+
+import xxhash
 
 
 def read_chunk(fd: int, buffer) -> int:
@@ -27,8 +30,11 @@ def _check_buffer(buffer) -> None:
         raise ValueError("buffer must not be empty (a 0-byte read would look like the end of the file)")
 
 
-def copy_stream(src_fd: int, dst_fd: int, buffer, hasher=None, do_fsync: bool = False) -> int:
-    """Copy src_fd to dst_fd through buffer until EOF; update hasher from the same bytes."""
+def copy_stream(src_fd: int, dst_fd: int, buffer, hasher=None, do_fsync: bool = False, on_chunk=None) -> int:
+    """Copy src_fd to dst_fd through buffer until EOF; update hasher from the same bytes.
+
+    on_chunk, if given, is called with the bytes read so far after each chunk (it may raise to stop).
+    """
     _check_buffer(buffer)
     total = 0
     with memoryview(buffer) as view:
@@ -41,9 +47,27 @@ def copy_stream(src_fd: int, dst_fd: int, buffer, hasher=None, do_fsync: bool = 
             if hasher is not None:
                 hasher.update(chunk)
             total += count
+            if on_chunk is not None:
+                on_chunk(total)
     if do_fsync:
         os.fsync(dst_fd)
     return total
+
+
+def new_hasher(method: str | None):
+    """A fresh hasher for method (sha256, sha512, md5, xxh3_64, xxh3_128), None for None: the library objects.
+
+    The compiled twin returns hashers with C state (fed without the GIL) that give the same digests.
+    """
+    if method is None:
+        return None
+    if method == "md5":
+        return hashlib.md5(usedforsecurity=False)
+    if method == "xxh3_64":
+        return xxhash.xxh3_64()
+    if method == "xxh3_128":
+        return xxhash.xxh3_128()
+    return hashlib.new(method)
 
 
 def hash_stream(fd: int, buffer, hasher) -> int:

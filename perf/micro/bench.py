@@ -2,6 +2,7 @@
 
     python perf/micro/bench.py [--quick] [--groups match,copy,codec,path] [--output FILE]
     python perf/micro/bench.py --callgrind GROUP --iterations N     (run under valgrind by run.py)
+    python perf/micro/bench.py --callgrind --groups copy --copy-sizes 4k,64k,8m   (per-file copy/hash counts)
 
 Run once per speedups implementation: ``perf/run.py`` starts it with
 ``TROLLMOVES_NO_EXTENSIONS=1`` for ``py`` and without for ``c`` (the selector in
@@ -13,6 +14,9 @@ Callgrind mode: every variant runs N and then 2N iterations, each loop between t
 ``os.sched_yield()`` calls, which ``valgrind --dump-before=sched_yield`` turns into
 separate dumps; instructions per call = (Ir(2N) - Ir(N)) / N, so start-up, imports
 and loop set-up cancel out. Instruction counts do not drift with machine noise.
+The copy cases under callgrind (``copy_callgrind_cases``) copy one file per call with the files
+kept open, so that the count is the compiled loop (or its twin) plus the hash, per file; callgrind
+counts every thread of the process (the compiled writer thread included), not the kernel.
 """
 
 from __future__ import annotations
@@ -131,6 +135,8 @@ class CopyFixture:
                 out.write(os.urandom(piece))
                 left -= piece
         self.buffer = bytearray(MiB)  # the movers' default buffer_size
+        self.fds: list[int] = []
+        self.streams: list[Any] = []
 
     def copy_stream(self, method: str | None) -> Callable[[], Any]:
         from trollmoves._accel import copy_stream
@@ -179,6 +185,60 @@ class CopyFixture:
             return hasher.hexdigest()
         return run
 
+    def per_file(self, method: str | None, hash_only: bool = False) -> Callable[[], Any]:
+        """Callgrind: one file's copy (or hash) through the compiled part or its twin, files kept open.
+
+        What a mover does per file once the files are open: a buffer sized as ``Source.buffer``
+        (the file plus one byte, at most 1 MiB), a fresh hasher, the loop, the digest. Opening and
+        closing stay out (the same system calls for both implementations, and callgrind does
+        not see the kernel); the destination is rewritten from offset 0 each time.
+        """
+        from trollmoves._accel import copy_stream, hash_stream
+        from trollmoves.movers.checksum import new_hasher
+
+        src = os.open(self.src, os.O_RDONLY)
+        dst = os.open(self.dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        self.fds += [src, dst]
+        buffer = bytearray(max(1, min(MiB, self.size + 1)))
+
+        def run():
+            hasher = new_hasher(method)
+            os.lseek(src, 0, os.SEEK_SET)
+            if hash_only:
+                hash_stream(src, buffer, hasher)
+            else:
+                os.lseek(dst, 0, os.SEEK_SET)
+                copy_stream(src, dst, buffer, hasher)
+            return hasher.hexdigest() if hasher is not None else None
+        return run
+
+    def per_file_hashlib(self, method: str) -> Callable[[], Any]:
+        """Callgrind baseline: ``hashlib.file_digest`` of the same (open) file."""
+        stream = open(self.src, "rb")  # noqa: SIM115 - closed by close()
+        self.streams.append(stream)
+
+        def run():
+            stream.seek(0)
+            return hashlib.file_digest(stream, method).hexdigest()
+        return run
+
+    def per_file_xxh3(self) -> Callable[[], Any]:
+        """Callgrind baseline: python xxhash over the same (open) file, as ``file_digest`` does for hashlib."""
+        import xxhash
+
+        stream = open(self.src, "rb")  # noqa: SIM115 - closed by close()
+        self.streams.append(stream)
+        buffer = bytearray(max(1, min(MiB, self.size + 1)))
+
+        def run():
+            stream.seek(0)
+            hasher = xxhash.xxh3_128()
+            with memoryview(buffer) as view:
+                while count := stream.readinto(buffer):
+                    hasher.update(view[:count])
+            return hasher.hexdigest()
+        return run
+
     def cp(self) -> Callable[[], Any]:
         return lambda: subprocess.run(["cp", str(self.src), str(self.dst)], check=True)
 
@@ -190,6 +250,10 @@ class CopyFixture:
             pass
 
     def close(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+        for stream in self.streams:
+            stream.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -222,6 +286,44 @@ def copy_cases(quick: bool, fixture: CopyFixture) -> list[Case]:
     return cases
 
 
+def _size_label(size: int) -> str:
+    return f"{size // MiB} MiB" if size >= MiB and size % MiB == 0 else f"{size // 1024} KiB"
+
+
+def copy_callgrind_cases(fixture: CopyFixture) -> list[Case]:
+    """Per-file instruction counts of the compiled copy/hash part and its twin (same case names as timed).
+
+    Small files (4 KiB, 64 KiB: the usual satellite segment) show the per-call overhead; 8 MiB is
+    mostly the hash itself, which both implementations run in the same C (OpenSSL, xxHash).
+    """
+    for method in ("sha256", "xxh3_128"):
+        ours = fixture.per_file(method)()
+        assert ours == (fixture.per_file_hashlib(method)() if method == "sha256" else fixture.per_file_xxh3()())
+    label = _size_label(fixture.size)
+    extra = {"bytes": fixture.size}
+    return [
+        Case("copy", f"copy {label}, no checksum", {"ours copy_stream": fixture.per_file(None)},
+             loops=1, unit="file", callgrind_loops=200, extra=extra),
+        Case("copy", f"copy {label} + xxh3_128", {
+            "ours copy_stream+xxh3_128": fixture.per_file("xxh3_128"), "xxhash alone": fixture.per_file_xxh3()},
+            loops=1, unit="file", callgrind_loops=200, extra=extra),
+        Case("copy", f"copy {label} + sha256", {
+            "ours copy_stream+sha256": fixture.per_file("sha256"),
+            "hashlib sha256 alone": fixture.per_file_hashlib("sha256")}, loops=1, unit="file", callgrind_loops=200,
+            extra=extra),
+        Case("copy", f"hash {label} sha256 (no copy)", {
+            "ours hash_stream+sha256": fixture.per_file("sha256", hash_only=True),
+            "hashlib sha256 alone": fixture.per_file_hashlib("sha256")}, loops=1, unit="file", callgrind_loops=200,
+            extra=extra),
+    ]
+
+
+def _parse_size(text: str) -> int:
+    text = text.strip().lower()
+    units = {"k": 1024, "m": MiB}
+    return int(text[:-1]) * units[text[-1]] if text[-1] in units else int(text)
+
+
 # --------------------------------------------------------------------------------------------------
 # Message codec
 # --------------------------------------------------------------------------------------------------
@@ -240,7 +342,9 @@ def announcement(with_datetime: bool) -> dict[str, Any]:
 
 
 def codec_cases(quick: bool) -> list[Case]:
-    from posttroll.message import Message
+    from posttroll.message import Message, datetime_decoder
+
+    from trollmoves._accel import iso_object_hook
 
     from trollmoves import messaging
 
@@ -263,6 +367,15 @@ def codec_cases(quick: bool) -> list[Case]:
             "ours messaging.decode": lambda r=raw: messaging.decode(r),
             "posttroll Message.decode": lambda r=raw: Message.decode(r),
         }, loops=500 if quick else 3000, callgrind_loops=200, extra={"bytes": len(raw)}))
+        # The compiled part alone (_speedups/codec.pxi): the hook json calls for every object of the
+        # message, innermost first, on the same plain dicts; posttroll's datetime_decoder is the baseline.
+        top = json.loads(raw.split(" application/json ", 1)[1])
+        objects = [dict(v) for v in top.values() if isinstance(v, dict)] + [top]
+        assert iso_object_hook(dict(top)) == datetime_decoder(dict(top)), "the hook differs from posttroll's"
+        cases.append(Case("codec", f"object hook alone ({label})", {
+            "ours iso_object_hook": lambda objs=objects: [iso_object_hook(dict(o)) for o in objs],
+            "posttroll datetime_decoder": lambda objs=objects: [datetime_decoder(dict(o)) for o in objs],
+        }, loops=2000 if quick else 10000, callgrind_loops=500, extra={"bytes": len(raw)}))
     return cases
 
 
@@ -358,19 +471,21 @@ def time_cases(cases: list[Case], repeats: dict[str, int], target: float) -> lis
     } for index, case in enumerate(cases)]
 
 
-def build_cases(groups: set[str], quick: bool, copy_mib: int) -> tuple[list[Case], CopyFixture | None]:
+def build_cases(groups: set[str], quick: bool, copy_sizes: list[int],
+                callgrind: bool = False) -> tuple[list[Case], list[CopyFixture]]:
     cases: list[Case] = []
-    fixture = None
+    fixtures = []
     if "match" in groups:
         cases += match_cases(quick)
     if "copy" in groups:
-        fixture = CopyFixture(copy_mib * MiB)
-        cases += copy_cases(quick, fixture)
+        for size in copy_sizes:
+            fixtures.append(CopyFixture(size))
+            cases += copy_callgrind_cases(fixtures[-1]) if callgrind else copy_cases(quick, fixtures[-1])
     if "codec" in groups:
         cases += codec_cases(quick)
     if "path" in groups:
         cases += path_cases(quick)
-    return cases, fixture
+    return cases, fixtures
 
 
 def run_callgrind_loops(cases: list[Case], scale: int, budget: float) -> list[dict[str, Any]]:
@@ -409,6 +524,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--groups", default="match,copy,codec,path")
     parser.add_argument("--copy-mib", type=int, default=None, help="copy/hash file size (default 512, quick 128)")
+    parser.add_argument("--copy-sizes", default=None,
+                        help="callgrind: comma-separated copy/hash file sizes such as 4k,64k,8m (default: --copy-mib, 8)")
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats per variant (default 11, quick 7)")
     parser.add_argument("--callgrind", action="store_true", help="run the loops for callgrind (see run.py)")
     parser.add_argument("--scale", type=int, default=1, help="callgrind: multiply the loop counts")
@@ -419,7 +536,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     groups = set(args.groups.split(","))
     copy_mib = args.copy_mib or (8 if args.callgrind else 128 if args.quick else 512)
-    cases, fixture = build_cases(groups, args.quick, copy_mib)
+    copy_sizes = [copy_mib * MiB]
+    if args.copy_sizes and args.callgrind:
+        copy_sizes = [_parse_size(size) for size in args.copy_sizes.split(",")]
+    cases, fixtures = build_cases(groups, args.quick, copy_sizes, args.callgrind)
     try:
         if args.callgrind:
             listing = run_callgrind_loops(cases, args.scale, args.budget)
@@ -438,7 +558,7 @@ def main(argv: list[str] | None = None) -> int:
                     for variant, t in result["seconds"].items()), file=sys.stderr, flush=True)
             text = json.dumps({"implementation": IMPLEMENTATION, "results": results})
     finally:
-        if fixture is not None:
+        for fixture in fixtures:
             fixture.close()
     if args.output:
         Path(args.output).write_text(text)

@@ -18,6 +18,8 @@ from typing import Any
 
 import xxhash
 
+from trollmoves._accel import hash_stream, new_hasher as _accel_new_hasher
+
 DEFAULT_METHOD = "xxh3_128"
 
 _FACTORIES: dict[str, Callable[[], Any]] = {
@@ -58,10 +60,16 @@ def normalise_method(method: object) -> str | None:
 
 
 def new_hasher(method: str | None):
-    """A fresh hash object for *method* (canonical name), or None when off."""
+    """A fresh hash object for *method* (canonical name), or None when off.
+
+    With the compiled speedups its state is C, so ``copy_stream``/``hash_stream`` feed it without
+    the GIL and overlap the writes; it has the hashlib interface (update, digest, hexdigest, copy).
+    """
     if method is None:
         return None
-    return _FACTORIES[method]()
+    if method not in _FACTORIES:
+        raise ValueError(f"checksum: unknown method {method!r}")
+    return _accel_new_hasher(method)
 
 
 @dataclass(frozen=True)
@@ -85,8 +93,6 @@ def finish(method: str | None, hasher) -> Checksum | None:
 
 def file_checksum(path: str, method: str, buffer_size: int = 1 << 20) -> Checksum:
     """Checksum of a whole file (used where the bytes are not streamed by us)."""
-    from trollmoves._accel import hash_stream
-
     hasher = new_hasher(method)
     with open(path, "rb") as src:
         size = os.fstat(src.fileno()).st_size

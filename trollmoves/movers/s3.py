@@ -25,7 +25,6 @@ import zlib
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
-from trollmoves._accel import read_chunk
 from trollmoves.errors import PermanentTransferError, TransferError, TransientTransferError
 from trollmoves.movers.base import ATOMIC_PUT, REMOTE_CHECKSUM, REMOTE_SIZE, Connection, DriverCache
 from trollmoves.movers.destination import Destination, s3_bucket_key
@@ -179,28 +178,6 @@ def _body_as_bytes(request, **_kwargs) -> None:
         request.data = body.getvalue()
 
 
-def read_part(source: Source, buffer: bytearray) -> int:
-    """Fill ``buffer`` from ``source`` (fewer bytes only at end of file), hashed; the count read.
-
-    ``Source.read_bytes`` with a caller's buffer: the whole-object checksum is fed here, in
-    order, while the parts are read.
-    """
-    source.check_cancel()
-    count = 0
-    with memoryview(buffer) as view:
-        while count < len(buffer):
-            got = read_chunk(source.fd, view[count:])
-            if got == 0:
-                break
-            count += got
-        if source.hasher is not None:
-            source.hasher.update(view[:count])
-    source.bytes_read += count
-    if source.progress is not None:
-        source.progress(source.bytes_read)
-    return count
-
-
 def crc32_header(body: bytes | bytearray) -> str:
     """The ``x-amz-checksum-crc32`` value of ``body`` (base64 of the big-endian CRC32)."""
     return base64.b64encode(zlib.crc32(body).to_bytes(4, "big")).decode("ascii")
@@ -286,7 +263,7 @@ class S3Connection(Connection):
                     number = 0
                     while True:
                         buffer = free.pop() if free else bytearray(settings.part_size)
-                        count = read_part(source, buffer)
+                        count = source.read_into(buffer)
                         if count == 0 and number > 0:
                             free.append(buffer)
                             break

@@ -6,7 +6,9 @@ the hasher, and handed out as a memoryview that is valid until the next chunk.
 The local mover uses ``copy_to_fd``, which either lets the kernel copy (no
 checksum wanted) or runs a two-thread pipeline: this thread reads and hashes
 while a writer thread writes the previous chunk, so a slow hash (sha256) and
-the write overlap on two cores instead of adding up.
+the write overlap on two cores instead of adding up. With the compiled speedups
+that pipeline is ``copy_stream`` itself (C hash state, a C writer thread, no GIL);
+the pure twin uses the Python pipelines below for big files.
 """
 
 from __future__ import annotations
@@ -18,13 +20,17 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Self
 
-from trollmoves._accel import copy_stream, hash_stream, read_chunk
+from trollmoves._accel import IMPLEMENTATION, copy_stream, hash_stream, read_chunk
 from trollmoves.errors import PermanentTransferError, TransientTransferError
 from trollmoves.movers.checksum import Checksum, finish, new_hasher
 from trollmoves.movers.retry import describe
 
+COMPILED_PIPELINE = IMPLEMENTATION == "c"
+"""The compiled copy_stream hashes in C and writes from a second thread: one call at every size
+(measured against the kernel-copy-then-hash below: see perf/MOVERS.md). The pure twin uses the
+Python pipelines for big files instead."""
 PIPELINE_MIN_SIZE = 8 << 20
-"""Below this a local copy runs in one thread: starting a writer costs more than it saves."""
+"""Below this the pure twin's local copy runs in one thread: starting a writer costs more than it saves."""
 PIPELINE_DEPTH = 6
 KERNEL_COPY = True
 KERNEL_COPY_STEP = 8 << 20
@@ -109,6 +115,27 @@ class Source:
                 if self.progress is not None:
                     self.progress(self.bytes_read)
 
+    def read_into(self, buffer: bytearray) -> int:
+        """Fill ``buffer`` (fewer bytes only at end of file), hashed; the count read.
+
+        ``read_bytes`` with the caller's buffer, reused from part to part (S3 multipart):
+        the whole-file checksum is fed here, in order, while the parts are read.
+        """
+        self.check_cancel()
+        count = 0
+        with memoryview(buffer) as view:
+            while count < len(buffer):
+                got = read_chunk(self.fd, view[count:])
+                if got == 0:
+                    break
+                count += got
+            if self.hasher is not None:
+                self.hasher.update(view[:count])
+        self.bytes_read += count
+        if self.progress is not None:
+            self.progress(self.bytes_read)
+        return count
+
     def read_bytes(self, size: int) -> bytes:
         """Up to ``size`` bytes (fewer only at end of file) as one bytes object, hashed.
 
@@ -144,10 +171,11 @@ class Source:
         if self.hasher is None:
             copied = _kernel_copy(self.fd, dst_fd)
             if copied is None:
-                copied = copy_stream(self.fd, dst_fd, self.buffer(), None, False)
-        elif self.size < PIPELINE_MIN_SIZE or self.cancel is not None and self.cancel.is_set():
+                copied = copy_stream(self.fd, dst_fd, self.buffer(), None, False, self._chunk_done)
+        elif COMPILED_PIPELINE or self.size < PIPELINE_MIN_SIZE or self.cancel is not None and self.cancel.is_set():
             self.check_cancel()
-            copied = copy_stream(self.fd, dst_fd, self.buffer(), self.hasher, False)
+            on_chunk = self._chunk_done if self.size > self.buffer_size else None
+            copied = copy_stream(self.fd, dst_fd, self.buffer(), self.hasher, False, on_chunk)
         else:
             copied = self._kernel_copy_then_hash(dst_fd) if KERNEL_COPY else None
             if copied is None:
@@ -156,6 +184,12 @@ class Source:
         if fsync:
             os.fsync(dst_fd)
         return copied
+
+    def _chunk_done(self, total: int) -> None:
+        """After each chunk of copy_stream: stop a cancelled transfer, report progress."""
+        self.check_cancel()
+        if self.progress is not None:
+            self.progress(total)
 
     def _kernel_copy_then_hash(self, dst_fd: int) -> int | None:
         """The kernel copies (copy_file_range) in a helper thread; this thread hashes the copy.
