@@ -31,6 +31,7 @@ import socket
 import subprocess
 import tarfile
 import tempfile
+import threading
 import time
 import zipfile
 from collections import OrderedDict
@@ -52,6 +53,7 @@ from trollmoves.watching import InotifyWatcher, PollingWatcher, is_temporary_nam
 logger = logging.getLogger(__name__)
 
 PUBLISHER_NAME = "move_it_server"
+INLINE_ANNOUNCE_MAX_SIZE = 1 << 20  # bytes: a file this small is announced by the thread that found it
 BACKLOG_SETTLE = 1.0  # s a file found at start must stay unchanged before it is announced (if it is that new)
 LISTEN_LOOKUP_INTERVAL = 2.0  # s between nameserver look-ups of a listen chain following new publishers
 
@@ -119,6 +121,9 @@ class ServedChain(ServingChain):
             os.path.dirname(self.matcher.glob) != self.matcher.directory)
         self._last_stat: OrderedDict[str, tuple[int, int]] = OrderedDict()
         self.queue: queue.Queue[str | None] = queue.Queue(maxsize=100_000)
+        self._queued = 0  # paths queued and not yet announced (under _queued_lock)
+        self._queued_lock = threading.Lock()
+        self._announce_lock = threading.Lock()  # held while a file is announced, by either thread
         self.watcher: InotifyWatcher | PollingWatcher | None = None
         self.listener = None
 
@@ -222,21 +227,58 @@ class ServedChain(ServingChain):
 
     # announcing -----------------------------------------------------------------------------------
     def enqueue(self, path: str) -> None:
+        """Announce ``path``: at once in this thread when nothing is queued and it is small, else queued.
+
+        The hand-off to the announce thread cost a thread wake-up on every file's way to its
+        client; a small file is announced by the thread that found it (the watcher) when no
+        announcement is queued or running, so the order of announcements stays the order in
+        which files were found. Large files (their checksum takes time) and compressed ones go
+        through the queue, so the watcher keeps reading events.
+        """
+        if self._stop.is_set():
+            return  # stopping: as before, nothing found from now on is announced
+        if self._announce_lock.acquire(blocking=False):  # never waits: the announce thread may be busy
+            try:
+                with self._queued_lock:
+                    idle = not self._queued
+                if idle and self._quick_to_announce(path):
+                    self._announce_safely(path)
+                    return
+            finally:
+                self._announce_lock.release()
+        with self._queued_lock:
+            self._queued += 1
         try:
             self.queue.put(path, timeout=10)
         except queue.Full:
+            with self._queued_lock:
+                self._queued -= 1
             logger.error("Chain %s: announcement queue full, %s will be found by the next rescan",
                          self.chain.name, path)
+
+    def _quick_to_announce(self, path: str) -> bool:
+        if self.chain.compression or self.chain.unpack:
+            return False
+        try:
+            return os.stat(path).st_size <= INLINE_ANNOUNCE_MAX_SIZE
+        except OSError:
+            return True  # announce_file says why it is not announced
 
     def _announce_loop(self) -> None:
         while not self._stop.is_set():
             path = self.queue.get()
             if path is None:
                 return
-            try:
-                self.announce_file(path)
-            except Exception:  # noqa: BLE001 - one bad file never stops the chain
-                logger.exception("Chain %s: could not announce %s", self.chain.name, path)
+            with self._announce_lock:
+                self._announce_safely(path)
+            with self._queued_lock:  # only now: an inline announcement never overtakes a queued one
+                self._queued -= 1
+
+    def _announce_safely(self, path: str) -> None:
+        try:
+            self.announce_file(path)
+        except Exception:  # noqa: BLE001 - one bad file never stops the chain
+            logger.exception("Chain %s: could not announce %s", self.chain.name, path)
 
     def announce_file(self, path: str) -> None:
         if is_temporary_name(path) or self.matcher is None:
