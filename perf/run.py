@@ -322,9 +322,14 @@ def compiled_vs_twin_rows(rows: Rows) -> None:
         part = next((name for prefix, name in COMPILED_PARTS if bench_id.startswith(prefix)), None)
         if hook_alone and bench_id.startswith("ir.codec.decode."):
             part = None  # the hook's own row carries the goal; the whole decode is mostly the stdlib's json scanner
+        hash_bound = bench_id.startswith(("ir.copy.sha256", "ir.copy.hash_sha256")) or (
+            bench_id.startswith("ir.copy.xxh3_128.") and not bench_id.startswith(("ir.copy.xxh3_128.4k.",)))
+        if hash_bound:
+            part = None  # > 99 % of it is the hash: the same OpenSSL / xxHash C code in both implementations
         title = compiled["title"].replace(" [c]", "")
         goal_text = (f"{part}: >= {COMPILED_GOAL} x fewer instructions than its pure twin (issue 17)" if part else
-                     "no compiled part in this path: context only")
+                     "hash-bound: the same C hash in both, the loop around it < 1 %: context (a regression guard)"
+                     if hash_bound else "no compiled part in this path: context only")
         rows.add(f"{case}.c_vs_py", "callgrind", f"{title}: compiled vs pure twin", compiled["ours"], twin["ours"],
                  compiled["unit"], twin["ours"] / compiled["ours"], COMPILED_GOAL if part else None, goal_text,
                  "trollmoves._speedups", "trollmoves._native", {"compiled_part": part})
@@ -367,8 +372,8 @@ def callgrind_rows(impl: str, results: list[dict], rows: Rows) -> None:
             key = ("none" if "no checksum" in case else "xxh3_128" if "xxh3" in case else
                    "sha256" if case.startswith("copy") else "hash_sha256")
             # files of 1 MiB and more: per MiB, under the long-standing ids; smaller files: per file, by size
-            if size >= 2**20:
-                bench_id, unit, scale = f"ir.copy.{key}", "Ir/MiB", size / 2**20
+            if size >= 2**20:  # by size too: quick runs 2 MiB, full 8 MiB, and the per-file costs differ
+                bench_id, unit, scale = f"ir.copy.{key}.{size // 2**20}m", "Ir/MiB", size / 2**20
             else:
                 bench_id, unit, scale = f"ir.copy.{key}.{size // 1024}k", "Ir/file", 1
             if base == ours:  # no baseline in this process (cp is another one): kept for compiled vs twin
@@ -648,7 +653,8 @@ def propose_floors(paths: list[str]) -> str:
     """TOML floors from result files: the rule of perf/README.md, applied to the lowest ratio seen.
 
     floor = lowest measured x (1 - margin of its kind, MARGINS); raised to the goal when every run
-    met the goal and the room would take the floor below it. A wall-clock timing whose runs spread
+    met the goal, the room would take the floor below it, and the goal is at least half a margin
+    below the lowest run (closer, the noise alone would fail the gate). A wall-clock timing whose runs spread
     more than its margin (lowest < (1 - margin) x highest), or that floors.toml lists in
     ``report_only``, gets no floor: it is proposed for ``report_only`` instead.
     Existing floors are not consulted: a maintainer compares and never lowers one to pass.
@@ -680,8 +686,11 @@ def propose_floors(paths: list[str]) -> str:
         note = "goal not met: guards against regression from the measured value"
         if goal is None:
             note = "no goal in the issues: guards against regression"
-        elif met_everywhere and floor < goal:
+        elif met_everywhere and floor < goal and goal <= lowest * (1 - margin / 2):
             floor, note = goal, "goal met in every run: the floor is the goal"
+        elif met_everywhere and floor < goal:
+            note = ("goal met in every run, but the lowest within half a margin of it: the floor guards "
+                    "against regression, so that noise alone does not fail the gate")
         elif met_everywhere:
             note = "goal met with room: guards against regression, above the goal"
         digits = 3 if floor < 10 else 1
