@@ -37,7 +37,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_SNDHWM = 100_000
 DEFAULT_RCVHWM = 100_000
 HEARTBEAT_INTERVAL = 30
-DRAIN_INTERVAL = 0.1  # s between two reads of the subscription frames a publisher received
 
 
 def magickfy_topics(topics: str | Iterable[str]) -> list[str]:
@@ -84,7 +83,6 @@ class Publisher:
         self._broadcaster = None
         self._lock = threading.Lock()
         self._last_beat = 0.0
-        self._next_drain = 0.0
 
     @property
     def address(self) -> str:
@@ -141,16 +139,15 @@ class Publisher:
     def _drain_subscriptions(self) -> None:
         """Read (and ignore) subscription frames an XPUB socket receives, so they never pile up.
 
-        At most every DRAIN_INTERVAL s: a recv that finds nothing raises zmq.Again, and building
-        that exception after every message sent cost more than the send; subscriptions are rare.
+        ``EVENTS`` first, after every send: it makes zmq apply the subscriptions that arrived (a
+        subscriber that joined gets the very next message, as before), and only when frames are
+        waiting is ``recv`` called; a recv that finds nothing raises zmq.Again, and building that
+        exception after every message sent cost more than the send.
         """
-        now = time.monotonic()
-        if now < self._next_drain:
-            return
-        self._next_drain = now + DRAIN_INTERVAL
+        sock = self._socket
         try:
-            while True:
-                self._socket.recv(zmq.NOBLOCK)
+            while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                sock.recv(zmq.NOBLOCK)
         except zmq.Again:
             pass
 
