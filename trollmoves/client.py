@@ -256,7 +256,7 @@ class FollowedChain:
         elif kind is MessageKind.OTHER_CLIENT_DONE:
             self._other_client_done(key, uids)
         elif kind is MessageKind.ANNOUNCEMENT:
-            self.on_announcement(message, key, batched=True)
+            self.on_announcement(message, key)
             if usable_request_address(data["request_address"]) is not None:
                 self.request_addresses_by_provider.setdefault(address, set()).add(data["request_address"])
         else:
