@@ -133,7 +133,6 @@ class FollowedChain:
         self.composer = Composer(chain.destination)
         self.template_fields = confine.template_fields(chain.destination)
         self._publish_after = 0.0
-        self._pending_rows: list[tuple[str, dict]] = []  # the feed thread's, written after each batch
 
     # lifecycle ------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -153,7 +152,7 @@ class FollowedChain:
         self.feed = ProviderFeed(
             f"Chain {chain.name}", chain.providers, self._topics(), self.handle,
             lambda _e: self.metrics.messages_malformed.labels(chain.name).inc(),
-            provider_topics=self._provider_topics, curve=self.curve, after_poll=self._after_poll,
+            provider_topics=self._provider_topics, curve=self.curve, after_poll=self._check_heartbeats,
             error_text="error handling a")
         self.feed.start()
         if self.state.outbox(chain.name):
@@ -210,13 +209,6 @@ class FollowedChain:
         if not provider.topic:
             return None
         return [provider.topic] + ([SERVER_HEARTBEAT_SUBJECT] if self.chain.heartbeat else [])
-
-    def _after_poll(self, subscriber: messaging.Subscriber) -> None:
-        """After each batch the feed received: its pending rows in one commit, then the heartbeat check."""
-        rows, self._pending_rows = self._pending_rows, []
-        if rows:
-            self.state.add_pending_many(self.chain.name, rows)
-        self._check_heartbeats(subscriber)
 
     def _check_heartbeats(self, subscriber: messaging.Subscriber) -> None:
         """Between polls: resubscribe to a silent provider and catch up from the last message heard from it."""
@@ -277,13 +269,8 @@ class FollowedChain:
         if not self.state.is_handled(self.chain.name, key):
             self.state.mark_handled(self.chain.name, key, uids)
 
-    def on_announcement(self, message: messaging.Message, key: str, from_catch_up: bool = False,
-                        batched: bool = False) -> bool:
-        """Request the file(s) of an announcement unless handled or pending; True if newly requested.
-
-        ``batched`` (the feed thread): the pending row is written with the rest of the feed's
-        batch, in one transaction (``_after_poll``), instead of one commit per file.
-        """
+    def on_announcement(self, message: messaging.Message, key: str, from_catch_up: bool = False) -> bool:
+        """Request the file(s) of an announcement unless handled or pending; True if newly requested."""
         chain = self.chain
         escape = confinement_error(message.data, self.template_fields)
         request_address = usable_request_address(message.data.get("request_address"))
@@ -319,11 +306,8 @@ class FollowedChain:
             self.workers.submit(self.fetch, key)
         # Recorded after the hand-off, so the commit runs while the worker sends the request; a
         # kill before it lands loses nothing: the server's catch-up offers the file again.
-        row = {"subject": message.subject, "type": message.type, "data": jsonable(message.data)}
-        if batched:
-            self._pending_rows.append((key, row))
-        else:
-            self.state.add_pending(chain.name, key, row)
+        self.state.add_pending(chain.name, key, {"subject": message.subject, "type": message.type,
+                                                 "data": jsonable(message.data)})
         return True
 
     def refuse_escape(self, what: str, exc: confine.ConfinementError) -> None:

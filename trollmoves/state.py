@@ -150,22 +150,6 @@ class StateStore:
                       "(SELECT 1 FROM handled WHERE chain=? AND key=?)",
                       (chain, key, json.dumps(payload, default=str), time.time(), chain, key))
 
-    def add_pending_many(self, chain: str, rows: Iterable[tuple[str, dict[str, Any]]]) -> None:
-        """``add_pending`` for several files in one transaction (a batch of announcements)."""
-        now = time.time()
-        params = [(chain, key, json.dumps(payload, default=str), now, chain, key) for key, payload in rows]
-        if not params:
-            return
-        with self._lock:
-            self._db.execute("BEGIN")
-            try:
-                self._db.executemany("INSERT OR REPLACE INTO pending SELECT ?, ?, ?, ? WHERE NOT EXISTS "
-                                     "(SELECT 1 FROM handled WHERE chain=? AND key=?)", params)
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-
     def remove_pending(self, chain: str, key: str) -> None:
         self._execute("DELETE FROM pending WHERE chain=? AND key=?", (chain, key))
 

@@ -36,13 +36,3 @@ def test_announcements_keep_the_newest_per_key_and_are_bounded(tmp_path):
     assert store.announcements("other") == []
     store.close()
 
-
-def test_pending_rows_of_a_batch_are_written_together_and_never_for_handled_files(tmp_path):
-    store = StateStore(str(tmp_path / "state.db"))
-    store.mark_handled("chain", "done", ["done.dat"])
-    store.add_pending_many("chain", [("a", {"n": 1}), ("done", {"n": 2}), ("b", {"n": 3})])
-    store.add_pending_many("chain", [])
-    store.close()
-    reopened = StateStore(str(tmp_path / "state.db"))
-    assert reopened.pending("chain") == [("a", {"n": 1}), ("b", {"n": 3})]
-    reopened.close()
