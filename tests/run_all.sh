@@ -4,10 +4,11 @@
 #   bash tests/run_all.sh [pytest arguments]
 #
 # Installs the Debian packages the real-server tests use (OpenSSH server and client,
-# Prometheus for the scrape test; python3-venv when the interpreter cannot make a virtual
+# Prometheus for the scrape test, the mosquitto MQTT broker for the WIS2 bridge; python3-venv when the interpreter cannot make a virtual
 # environment), then, in the test virtual environment, this package (editable) with its test
 # extras (pyftpdlib, moto, hypothesis, s3fs, boto3, ...) pinned by tests/constraints.txt, and
-# trollmoves 0.19.0 in a venv of its own for the interoperability tests, and the Ansible tools
+# trollmoves 0.19.0 in a venv of its own for the interoperability tests, pywis-pubsub and Sarracenia in
+# venvs of their own for the WIS2 tests, and the Ansible tools
 # (tests/ansible/setup.sh). pytest runs with the test venv's python.
 #
 # Test venv: $TROLLMOVES_TEST_VENV, by default /opt/trollmoves/test-venv as root and
@@ -25,7 +26,8 @@ PYTHON=${PYTHON:-python3}
 TEST_VENV=${TROLLMOVES_TEST_VENV:-$(tm_default_dir test-venv)}
 
 tm_need_python "$PYTHON"
-tm_apt_install openssh-server openssh-client prometheus iproute2
+tm_apt_install openssh-server openssh-client prometheus iproute2 mosquitto mosquitto-clients
+# The Debian mosquitto package starts a broker on port 1883 where systemd runs; tests start their own.
 # The Debian prometheus package starts a service where systemd runs; tests start their own.
 
 # Each daemon chain holds one inotify instance; the compatibility suite runs many daemons (ours
@@ -70,6 +72,25 @@ if [ ! -x "$ORIGINAL_VENV/bin/move_it_server.py" ]; then
             paramiko scp watchdog pyinotify
 fi
 export TROLLMOVES_019_VENV="$ORIGINAL_VENV"
+
+# The WIS2 reference tools, each in a venv of its own (tests/wis2): pywis-pubsub (the WMO validator and
+# subscriber) with pywis-topics, and Sarracenia (metpx-sr3). Versions are those pip picks on Python 3.11.
+if [ "$(id -u)" = 0 ]; then default_pywis=/opt/trollmoves-pywis-venv; default_sr3=/opt/trollmoves-sr3-venv
+else default_pywis="$(tm_default_dir pywis-venv)"; default_sr3="$(tm_default_dir sr3-venv)"; fi
+PYWIS_VENV=${TROLLMOVES_PYWIS_VENV:-$default_pywis}
+if [ ! -x "$PYWIS_VENV/bin/pywis-pubsub" ]; then
+    echo "== installing pywis-pubsub and pywis-topics into $PYWIS_VENV"
+    tm_make_venv "$PYWIS_VENV" "$PYTHON"
+    "$PYWIS_VENV/bin/pip" install --quiet --disable-pip-version-check "pywis-pubsub==0.12.0" "pywis-topics==0.4.0"
+fi
+export TROLLMOVES_PYWIS_VENV="$PYWIS_VENV"
+SR3_VENV=${TROLLMOVES_SR3_VENV:-$default_sr3}
+if [ ! -x "$SR3_VENV/bin/sr3" ]; then
+    echo "== installing Sarracenia (metpx-sr3) into $SR3_VENV"
+    tm_make_venv "$SR3_VENV" "$PYTHON"
+    "$SR3_VENV/bin/pip" install --quiet --disable-pip-version-check "metpx-sr3==3.3.1" "paho-mqtt>=2.1"
+fi
+export TROLLMOVES_SR3_VENV="$SR3_VENV"
 
 # The Ansible tools, in their own venv (tests/ansible/setup.sh; /opt/trollmoves-ansible-venv as root).
 if [ "$(id -u)" != 0 ]; then

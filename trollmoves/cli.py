@@ -100,6 +100,24 @@ def _dispatcher_parser(prog: str) -> argparse.ArgumentParser:
     return parser
 
 
+def _wis2_parser(prog: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog, description="Bridge to WIS2: publish a WIS2 Notification Message on an MQTT broker for each "
+                               "announced file (publish chains), and download, verify, store and announce on "
+                               "posttroll the files WIS2 notifications announce (subscribe chains). "
+                               "See docs/wis2.md.")
+    parser.add_argument("config_file", help="INI (or TOML) file, one section per chain (direction = publish or "
+                                            "subscribe)")
+    parser.add_argument("-p", "--publish-port", type=int, default=None, metavar="PORT",
+                        help="port of the posttroll publisher that announces downloaded files (default: a random "
+                             "port, registered with the nameservers)")
+    parser.add_argument("-n", "--publish-nameserver", nargs="*", default=None, metavar="NS",
+                        help="nameservers to register the publisher with (none given: no registration)")
+    _add_logging_options(parser)
+    _add_metrics_options(parser)
+    return parser
+
+
 def _s3downloader_parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog, description="Download S3 objects announced on posttroll and announce the local files.")
@@ -226,6 +244,13 @@ def _build_s3downloader(cfg, args):
                                                  publish_nameservers=args.nameservers))
 
 
+def _build_wis2(cfg, args):
+    from trollmoves.wis2_bridge import Wis2Bridge, Wis2Options
+
+    nameservers = args.publish_nameserver if args.publish_nameserver is not None else False
+    return Wis2Bridge(cfg, Wis2Options(publish_port=args.publish_port, publish_nameservers=nameservers))
+
+
 PROGRAMS: dict[str, tuple[str, Callable]] = {
     "server": ("move_it_server", _build_server),
     "client": ("move_it_client", _build_client),
@@ -233,6 +258,7 @@ PROGRAMS: dict[str, tuple[str, Callable]] = {
     "move_it": ("move_it", _build_move_it),
     "dispatcher": ("dispatcher", _build_dispatcher),
     "s3downloader": ("s3downloader", _build_s3downloader),
+    "wis2": ("wis2", _build_wis2),
 }
 
 
@@ -249,6 +275,8 @@ def _parser_for(kind: str, prog: str) -> argparse.ArgumentParser:
         return _client_parser(prog)
     if kind == "dispatcher":
         return _dispatcher_parser(prog)
+    if kind == "wis2":
+        return _wis2_parser(prog)
     return _s3downloader_parser(prog)
 
 
@@ -345,6 +373,7 @@ COMMANDS = {
     "move-it": "copy each new file to every destination (move_it.py)",
     "dispatcher": "push products to remote targets by message metadata (dispatcher.py)",
     "s3downloader": "download announced S3 objects (s3downloader.py)",
+    "wis2": "publish our files to WIS2 over MQTT and feed WIS2 files into chains",
     "check-config": "validate config files; exit 1 on any error",
     "demo": "run nameserver, server and client on loopback and show files arriving",
 }

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import socket
+from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from trollsift import compose
@@ -112,3 +113,13 @@ def local_directory(destination: str, ftp_root: str) -> str | None:
     if parts.scheme == "s3":
         return None
     return os.path.join(ftp_root, parts.path.lstrip("/"))
+
+
+def local_path(uri: Any) -> str | None:
+    """The local path of a ``uri`` (a plain path, ``file://`` or a URL naming this host), else None."""
+    if not isinstance(uri, str) or not uri:
+        return None
+    parts = urlsplit(uri)
+    if parts.scheme in ("", "file"):
+        return parts.path or None
+    return parts.path if is_local_host(parts.hostname) and parts.path else None

@@ -43,7 +43,7 @@ from trollsift import compose
 from trollmoves import confine, messaging
 from trollmoves.conditions import check_conditions, matches_topics
 from trollmoves.config import Config, DispatchConfig, DispatchTarget, RetrySettings, SubscriberSettings
-from trollmoves.destinations import is_local_host
+from trollmoves.destinations import local_path
 from trollmoves.errors import MessageDecodeError, TransferError
 from trollmoves.listening import QueuedService, QueueOptions, file_items
 from trollmoves.metrics import Metrics, scheme_label
@@ -69,16 +69,6 @@ class DispatcherOptions(QueueOptions):
 # --------------------------------------------------------------------------------------------------
 # Pure helpers: messages to files, routing, destinations
 # --------------------------------------------------------------------------------------------------
-
-def local_path(uri: Any) -> str | None:
-    """The local path of a ``uri`` (a plain path, ``file://`` or a URL naming this host), else None."""
-    if not isinstance(uri, str) or not uri:
-        return None
-    parts = urlsplit(uri)
-    if parts.scheme in ("", "file"):
-        return parts.path or None
-    return parts.path if is_local_host(parts.hostname) and parts.path else None
-
 
 def first_match(target: DispatchTarget, subject: str, data: Mapping[str, Any]) -> DispatchConfig | None:
     """The target's first ``dispatch_configs`` item accepting the message (one destination per target)."""

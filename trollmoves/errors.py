@@ -12,6 +12,22 @@ class TrollmovesError(Exception):
     """Base class of all trollmoves errors."""
 
 
+class ReasonedError(TrollmovesError):
+    """An error with a ``reason``: one word of the class's ``REASONS``, usable as a metric label.
+
+    The WIS2 modules report what went wrong this way, so that the bridge counts failures by
+    reason without parsing messages; an unknown reason is a programming error.
+    """
+
+    REASONS: frozenset[str] = frozenset()
+
+    def __init__(self, reason: str, message: str):
+        if reason not in self.REASONS:
+            raise ValueError(f"unknown {type(self).__name__} reason {reason!r}")
+        self.reason = reason
+        super().__init__(message)
+
+
 class ConfigError(TrollmovesError):
     """A configuration file is unreadable or invalid.
 

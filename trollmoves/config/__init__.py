@@ -31,6 +31,7 @@ Layout (one job per module):
 * ``formats``: INI/TOML/YAML files into raw sections or mappings;
 * ``sections``: the INI kinds' sections into chains; ``dispatch`` and ``s3``: the
   dispatcher's and the s3downloader's schemas and readers;
+* ``wis2``: the WIS2 bridge's publish and subscribe chains;
 * ``kinds``: which daemon a file is for; ``loading``: ``load``, ``load_strict``, ``describe_keys``.
 
 This package re-exports the names code and tests use as ``trollmoves.config.<name>``.
@@ -102,6 +103,11 @@ from trollmoves.config.s3 import (
     S3DOWNLOADER_LOGGING_KEYS,
     S3DownloaderSettings,
 )
+from trollmoves.config.wis2 import (
+    Wis2Chain,
+    Wis2PublishChain,
+    Wis2SubscribeChain,
+)
 from trollmoves.config.kinds import (
     NotADaemonConfig,
     detect_kind,
@@ -136,6 +142,9 @@ __all__ = [
     "S3DOWNLOADER_LOGGING_KEYS",
     "S3DownloaderSettings",
     "ServerChain",
+    "Wis2Chain",
+    "Wis2PublishChain",
+    "Wis2SubscribeChain",
     "SubscriberSettings",
     "derived",
     "describe_keys",

@@ -24,6 +24,7 @@ _SERVER_KEYS = frozenset({"origin", "listen", "request_port", "topic"})
 _CLIENT_KEYS = frozenset({"providers", "destination", "client_topic"})
 _FOREIGN_INI = (({"base_dir", "templates"}, "a remove_it config"),)
 _FOREIGN_YAML = (({"subscriber_config", "publisher_config"}, "a pytroll-fetcher config"),)
+_WIS2_KEYS = frozenset({"broker", "direction"})
 _S3_KEYS = frozenset({"bucket", "download_destination", "subscribe_topic", "s3_kwargs"})
 
 
@@ -94,6 +95,8 @@ def _ini_kind_of(sections: Mapping[str, Mapping[str, Any]] | None) -> tuple[str 
     if not sections:
         return "server", "ini"  # unreadable or empty: the server loader reports why
     keys = set().union(*(set(s) for n, s in sections.items() if n != DAEMON_SECTION))
+    if keys & _WIS2_KEYS:
+        return "wis2", "ini"
     if "destinations" in keys:
         return "move_it", "ini"
     client_side = keys & _CLIENT_KEYS

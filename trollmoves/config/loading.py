@@ -16,6 +16,8 @@ from trollmoves.config.model import CHAIN_CLASSES, KINDS, Config, _is_key
 from trollmoves.config.report import _Report
 from trollmoves.config.s3 import S3DownloaderSettings, _load_s3downloader
 from trollmoves.config.sections import _load_chains
+from trollmoves.config.wis2 import CHAIN_CLASSES as WIS2_CHAIN_CLASSES
+from trollmoves.config.wis2 import _load_wis2
 from trollmoves.errors import ConfigError
 
 
@@ -40,6 +42,8 @@ def load(path: str | os.PathLike, kind: str | None = None) -> Config:
             return _load_chains(path, kind, report)
         if kind == "dispatcher":
             return _load_dispatcher(path, report)
+        if kind == "wis2":
+            return _load_wis2(path, report)
         return _load_s3downloader(path, report)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
@@ -55,13 +59,15 @@ def load_strict(path: str | os.PathLike, kind: str | None = None) -> Config:
 
 def describe_keys(kind: str) -> list[tuple[str, str, Any, str]]:
     """(key, required/optional, default, doc) for every key of a kind: for --help texts and docs."""
-    cls = CHAIN_CLASSES.get(kind) or {"s3downloader": S3DownloaderSettings}.get(kind)
-    if cls is None:
-        return []
+    classes = [CHAIN_CLASSES.get(kind) or {"s3downloader": S3DownloaderSettings}.get(kind)]
+    if kind == "wis2":
+        classes = list(WIS2_CHAIN_CLASSES.values())
     rows = []
-    for fld in dataclasses.fields(cls):
-        if fld.name == "name" or not _is_key(fld):
+    names: set[str] = set()
+    for fld in (fld for cls in classes if cls is not None for fld in dataclasses.fields(cls)):
+        if fld.name == "name" or not _is_key(fld) or fld.name in names:
             continue
+        names.add(fld.name)
         rows.append((fld.name, "required" if fld.metadata.get("required") else "optional", fld.default,
                      fld.metadata.get("doc", "")))
     return rows

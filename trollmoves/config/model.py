@@ -45,7 +45,7 @@ from trollmoves.config.converters import (
 from trollmoves.config.report import _Report
 
 
-KINDS = ("server", "client", "mirror", "move_it", "dispatcher", "s3downloader")
+KINDS = ("server", "client", "mirror", "move_it", "dispatcher", "s3downloader", "wis2")
 DAEMON_SECTION = "trollmoves"
 
 EMPTY_MAPPING: Mapping[str, Any] = MappingProxyType({})
