@@ -38,10 +38,11 @@ def ansible_env() -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Wheelhouse:
-    """``pip wheel -w DIR <repo>``: the trollmoves wheel, built from the working tree, and its deps."""
+    """``pip wheel -w DIR <repo>[wis2]``: the trollmoves wheel, built from the working tree, and its deps (with the
+    WIS2 bridge's extra, which the trollmoves_wis2 role installs from the same wheelhouse)."""
     directory = tmp_path_factory.mktemp("wheelhouse")
     done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check",
-                           "-w", str(directory), str(REPO)], check=False, capture_output=True, text=True)
+                           "-w", str(directory), f"{REPO}[wis2]"], check=False, capture_output=True, text=True)
     wheels = sorted(directory.glob("trollmoves-*.whl"))
     if done.returncode != 0 or not wheels:
         pytest.fail(f"pip wheel of {REPO} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")

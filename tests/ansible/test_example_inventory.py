@@ -14,7 +14,7 @@ PLAYBOOK = Path(__file__).resolve().parent / "render_examples.yml"
 EXPECTED = {
     "reception1.example.org": ["server-main.ini"],
     "dmz-mirror.example.org": ["mirror-main.ini"],
-    "proc1.example.org": ["client-main.ini", "dispatcher-main.yaml"],
+    "proc1.example.org": ["client-main.ini", "dispatcher-main.yaml", "wis2-main.ini"],
     "proc2.example.org": ["client-main.ini"],
 }
 

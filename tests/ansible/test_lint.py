@@ -22,5 +22,6 @@ def test_example_inventory_defines_every_group(ansible_env):
     run = run_tool(["ansible-inventory", "-i", str(ANSIBLE_DIR / "inventories" / "example"), "--graph"],
                    ansible_env)
     assert run.returncode == 0, run.tail()
-    for group in ("trollmoves_servers", "trollmoves_clients", "trollmoves_mirrors", "trollmoves_dispatchers"):
+    for group in ("trollmoves_servers", "trollmoves_clients", "trollmoves_mirrors", "trollmoves_dispatchers",
+                  "trollmoves_wis2s"):
         assert f"@{group}:" in run.output, run.output
