@@ -74,23 +74,24 @@ fi
 export TROLLMOVES_019_VENV="$ORIGINAL_VENV"
 
 # The WIS2 reference tools, each in a venv of its own (tests/wis2): pywis-pubsub (the WMO validator and
-# subscriber) with pywis-topics, and Sarracenia (metpx-sr3). Versions are those pip picks on Python 3.11.
-if [ "$(id -u)" = 0 ]; then default_pywis=/opt/trollmoves-pywis-venv; default_sr3=/opt/trollmoves-sr3-venv
-else default_pywis="$(tm_default_dir pywis-venv)"; default_sr3="$(tm_default_dir sr3-venv)"; fi
-PYWIS_VENV=${TROLLMOVES_PYWIS_VENV:-$default_pywis}
-if [ ! -x "$PYWIS_VENV/bin/pywis-pubsub" ]; then
-    echo "== installing pywis-pubsub and pywis-topics into $PYWIS_VENV"
-    tm_make_venv "$PYWIS_VENV" "$PYTHON"
-    "$PYWIS_VENV/bin/pip" install --quiet --disable-pip-version-check "pywis-pubsub==0.12.0" "pywis-topics==0.4.0"
-fi
-export TROLLMOVES_PYWIS_VENV="$PYWIS_VENV"
-SR3_VENV=${TROLLMOVES_SR3_VENV:-$default_sr3}
-if [ ! -x "$SR3_VENV/bin/sr3" ]; then
-    echo "== installing Sarracenia (metpx-sr3) into $SR3_VENV"
-    tm_make_venv "$SR3_VENV" "$PYTHON"
-    "$SR3_VENV/bin/pip" install --quiet --disable-pip-version-check "metpx-sr3==3.3.1" "paho-mqtt>=2.1"
-fi
-export TROLLMOVES_SR3_VENV="$SR3_VENV"
+# subscriber) with pywis-topics, Sarracenia (metpx-sr3), and amqtt (an MQTT 3.1.1-only broker, for the
+# protocol fallback). Versions are those pip picks on Python 3.11.
+tool_venv() {  # tool_venv NAME EXECUTABLE REQUIREMENT... : prints the venv, installing it when needed
+    local dir
+    if [ "$(id -u)" = 0 ]; then dir="/opt/trollmoves-$1-venv"; else dir="$(tm_default_dir "$1-venv")"; fi
+    if [ ! -x "$dir/bin/$2" ]; then
+        echo "== installing ${*:3} into $dir" >&2
+        tm_make_venv "$dir" "$PYTHON" >&2
+        "$dir/bin/pip" install --quiet --disable-pip-version-check "${@:3}" >&2
+    fi
+    echo "$dir"
+}
+# (plain assignments, so that a failed install stops this script under set -e)
+[ -n "${TROLLMOVES_PYWIS_VENV:-}" ] || \
+    TROLLMOVES_PYWIS_VENV=$(tool_venv pywis pywis-pubsub "pywis-pubsub==0.12.0" "pywis-topics==0.4.0")
+[ -n "${TROLLMOVES_SR3_VENV:-}" ] || TROLLMOVES_SR3_VENV=$(tool_venv sr3 sr3 "metpx-sr3==3.3.1" "paho-mqtt>=2.1")
+[ -n "${TROLLMOVES_AMQTT:-}" ] || TROLLMOVES_AMQTT="$(tool_venv amqtt amqtt "amqtt==0.12.1")/bin/amqtt"
+export TROLLMOVES_PYWIS_VENV TROLLMOVES_SR3_VENV TROLLMOVES_AMQTT
 
 # The Ansible tools, in their own venv (tests/ansible/setup.sh; /opt/trollmoves-ansible-venv as root).
 if [ "$(id -u)" != 0 ]; then
