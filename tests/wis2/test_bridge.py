@@ -17,6 +17,7 @@ import pytest
 
 from tests.daemons.helpers import Collector, Feed, load, running, sample, wait_for
 from tests.servers import free_port
+from tests.wis2 import reference
 from tests.wis2.bridge_helpers import (
     TOPIC,
     MqttListener,
@@ -39,6 +40,17 @@ def bridge(config_path: str, port: int | None = None) -> Wis2Bridge:
 
 def metric(service, name: str, **labels) -> float:
     return sample(service, name, **labels)
+
+
+def check_with_wmo_tools(tmp_path, topic: str, message: dict) -> None:
+    """What the bridge put on the wire passes pywis-pubsub's WNM test suite (schema included) and
+    pywis-topics' publication validation; skipped without the shared WIS2 data (see tests/wis2/reference.py)."""
+    if not reference.have_wis2_data():
+        return
+    reference.require_pywis()
+    topics, failures = reference.pywis_batch(reference.pywis_home(tmp_path), [topic], {"published": message})
+    assert topics == {topic: True}
+    assert failures == {"published": []}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -77,6 +89,7 @@ def test_announced_file_becomes_one_valid_notification(tmp_path, mosquitto):
             assert props["pubtime"].endswith("Z")
             assert props["platform_name"] == "Metop-B" and props["orbit_number"] == 61234
             assert len(json.dumps(message)) <= 8192
+            check_with_wmo_tools(tmp_path, topic, message)
             wait_for(lambda: metric(service, "trollmoves_wis2_notifications_published_total", chain="out",
                                     rel="canonical") == 1, what="the published counter")
             # the same file announced again: nothing new for WIS2
