@@ -34,6 +34,7 @@ from trollmoves import messaging
 from trollmoves.config import Wis2SubscribeChain
 from trollmoves.errors import MessageDecodeError
 from trollmoves.metrics.wis2 import DOWNLOAD_FAILURES, REJECT_REASONS, Wis2Metrics, one_of
+from trollmoves.redact import redact, strip_password
 from trollmoves.services.wis2_publishing import broker_settings, connect
 from trollmoves.wis2 import notification
 from trollmoves.wis2.fetch import FetchError, fetch, remove_file, safe_local_name, store_content
@@ -167,7 +168,7 @@ class NotificationReceiver:
             incoming = notification.parse(delivery.payload, validator=self.validator)
         except notification.NotificationError as exc:
             self.metrics.rejected.labels(chain, one_of(exc.reason, REJECT_REASONS, "fields")).inc()
-            logger.warning("WIS2 %s: refused a notification on %s: %s", chain, delivery.topic, exc)
+            logger.warning("WIS2 %s: refused a notification on %s: %s", chain, delivery.topic, redact(exc))
             delivery.ack()
             return
         with self._id_locks[hash(incoming.data_id) % len(self._id_locks)]:  # one decision at a time per data_id
@@ -236,7 +237,7 @@ class NotificationReceiver:
         except FetchError as exc:
             if exc.reason == "cancelled":
                 logger.info("WIS2 %s: download of %s interrupted by the stop; it comes again at the next start",
-                            chain, incoming.href)
+                            chain, strip_password(incoming.href))
                 return False
             self.metrics.download_failures.labels(chain, one_of(exc.reason, DOWNLOAD_FAILURES, "io")).inc()
             logger.error("WIS2 %s: could not store %s (%s): %s", chain, incoming.data_id,
