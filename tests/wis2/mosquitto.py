@@ -4,7 +4,7 @@ Why a real broker: the conventions forbid mocking servers, and what the WIS2 bri
 (PUBACK reason codes for an ACL-refused publish, CONNACK codes for a wrong password, persistent
 sessions that survive a broker restart, QoS 1 redelivery) is exactly what a fake would get wrong.
 
-Written like ``tests/servers.py`` (and reusing its process helpers): a free high port, the broker in
+Written like ``tests/servers.py`` (and reusing its process helpers): a free port, the broker in
 the foreground in its own session with its log in the work dir, "ready" when our PID owns the
 listening socket and it accepts a connection, stopped by PID (SIGTERM, SIGKILL after a timeout).
 Unlike the frozen handles there, :class:`Mosquitto` is mutable: :meth:`Mosquitto.restart` replaces
@@ -20,6 +20,7 @@ import os
 import shutil
 import subprocess
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -31,10 +32,10 @@ from tests.servers import (
     _AddressInUse,
     _launch,
     _Process,
+    _session_ports,
     _tail,
     _wait_ready,
     _workdir,
-    free_port,
     pid_exists,
 )
 
@@ -134,11 +135,14 @@ class Mosquitto:
         """
         with self._lock:
             self._process.stop(timeout)
-            try:
-                self._process = _start_process(self.config, self.workdir, self.host, self.port)
-            except _AddressInUse as err:
-                raise ServerStartError(f"mosquitto: port {self.port} taken by another process on restart:"
-                                       f"\n{err}") from None
+            for attempt in range(START_ATTEMPTS):  # a port held for a moment (a closing socket) frees soon
+                try:
+                    self._process = _start_process(self.config, self.workdir, self.host, self.port)
+                    return
+                except _AddressInUse as err:
+                    last = str(err)
+                    time.sleep(0.5 * (attempt + 1))
+            raise ServerStartError(f"mosquitto: port {self.port} taken by another process on restart:\n{last}")
 
     def close(self) -> None:
         """Stop for good and remove the work dir when it was a private temporary one."""
@@ -209,7 +213,8 @@ def start_mosquitto(base_dir: Path | str | None = None, *, users: Mapping[str, s
 
     ``users``: name -> password (at least one: anonymous clients are refused). ``acl``: the text
     of an ACL file (:data:`DEFAULT_ACL` for the tests), or None for none (every user may do
-    anything). ``port``: a fixed port, else a free high one (retried when taken meanwhile).
+    anything). ``port``: a fixed port, else a free one below the kernel's ephemeral range, so that
+    no outgoing connection's source port takes it while :meth:`Mosquitto.restart` has it released.
     ``tls``: the listener speaks TLS with a throwaway CA (``.ca_file``) and ``.url`` is ``mqtts://``.
     As root the config says ``user root``: mosquitto would otherwise drop to the ``mosquitto``
     user, which cannot read the work dir.
@@ -241,7 +246,7 @@ def start_mosquitto(base_dir: Path | str | None = None, *, users: Mapping[str, s
 
         last = ""
         for _ in range(1 if port is not None else START_ATTEMPTS):
-            chosen = port if port is not None else free_port()
+            chosen = port if port is not None else _session_ports(1)[0]
             config.write_text(_CONFIG.format(
                 port=chosen, host=LOCALHOST, password_file=password_file, acl_line=acl_line,
                 persistence=persistence, user_line=user_line, tls_lines=tls_lines))

@@ -282,3 +282,26 @@ def test_full_loop_publish_then_subscribe(tmp_path, mosquitto, files):
                                                 "platform_name": "Metop-B", "sensor": "avhrr/3"})
                 wait_for(lambda: collector.of_type("file"), what="the file back through WIS2")
                 assert (tmp_path / "in" / "loop.dat").read_bytes() == product.read_bytes()
+
+
+def test_dataset_message_gives_one_notification_per_file(tmp_path, mosquitto):
+    base = tmp_path / "pub"
+    base.mkdir()
+    paths = []
+    for index in range(3):
+        path = base / f"seg_{index}.dat"
+        path.write_bytes(os.urandom(100 + index))
+        paths.append(path)
+    listener = MqttListener(mosquitto)
+    with Feed() as feed:
+        config = write_config(tmp_path, publish_section("out", mosquitto, feed.address, base,
+                                                        "https://data.example.org/pub"))
+        with running(bridge(config)) as service:
+            feed.wait_subscribed(service, "/level1", "wis2")
+            feed.send("/level1/seg", "dataset", {
+                "platform_name": "Metop-B", "sensor": "avhrr/3",
+                "dataset": [{"uri": str(path), "uid": path.name} for path in paths]})
+            received = sorted(listener.get()[1]["links"][0]["href"] for _ in paths)
+            assert received == [f"https://data.example.org/pub/{path.name}" for path in paths]
+            assert listener.empty_for(1.0)
+    listener.close()

@@ -20,7 +20,7 @@ from urllib.parse import quote
 import pytest
 from hypothesis import given, settings as hypothesis_settings, strategies as st
 
-from tests.servers import _launch, _wait_ready, free_port
+from tests.servers import _launch, _session_ports, _wait_ready, free_port
 from trollmoves.wis2.mqtt import BrokerSettings, MqttError, MqttPublisher, MqttSubscriber
 
 REPO = Path(__file__).resolve().parents[2]
@@ -205,8 +205,8 @@ def test_acl_refused_publish_is_reported_on_mqtt5_and_silent_on_311(mosquitto, b
 
 
 def test_unreachable_broker_is_not_fatal(broker_settings, clients, caplog):
-    class Nowhere:
-        url = f"mqtt://127.0.0.1:{free_port()}"
+    class Nowhere:  # a free port below the ephemeral range: a connect to it cannot meet itself
+        url = f"mqtt://127.0.0.1:{_session_ports(1)[0]}"
         users = {"publisher": "x"}
 
     pub = clients.start(MqttPublisher(broker_settings(Nowhere, "publisher")), wait=5)
