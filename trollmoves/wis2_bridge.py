@@ -41,6 +41,7 @@ from trollmoves.metrics import Metrics
 from trollmoves.metrics.wis2 import PUBLISH_FAILURES, Wis2Metrics, one_of
 from trollmoves.redact import redact, strip_password
 from trollmoves.retrying import RetryItem, state_path
+from trollmoves.services.catch_up import REJOIN_GRACE
 from trollmoves.services.wis2_publishing import NotificationPublisher
 from trollmoves.services.wis2_receiving import NotificationReceiver
 from trollmoves.state import StateStore
@@ -85,6 +86,9 @@ class Wis2Bridge(QueuedService):
         self._failed: dict[str, tuple[str, float]] = {}
         """chain -> (why it is not running, when to try again)."""
         self._state_dir = ""
+        self._announce_after = 0.0
+        """Announcements wait until then after a start: subscribers need a moment to (re)connect to a new
+        publisher, and a message sent before that is lost while its outbox row says it was sent."""
 
     # service protocol -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -97,6 +101,7 @@ class Wis2Bridge(QueuedService):
                                             self.options.publish_address,
                                             nameservers=self.options.publish_nameservers).start()
         self.publisher = publisher
+        self._announce_after = time.monotonic() + REJOIN_GRACE
         for chain in self.config.chains:
             self._start_chain(chain)
         self._configure_subscription(self.config)
@@ -227,6 +232,9 @@ class Wis2Bridge(QueuedService):
         """Send a subscribe chain's posttroll ``file`` message (thread-safe)."""
         if self.publisher is None:
             return False
+        wait = self._announce_after - time.monotonic()
+        if wait > 0 and self._stop.wait(wait):
+            return False  # stopping: the outbox row stays and is sent at the next start
         if self.publisher.send(message):
             self.metrics.messages_published.labels(self.label, "file").inc()
             return True
