@@ -221,6 +221,31 @@ def test_metrics_port_is_open_to_the_scrapers_only(deployed):
     assert "tcp dport 9114 counter drop" in rules
 
 
+RELOAD = "RUNNING HANDLER [trollmoves_wis2 : Reload trollmoves WIS2 bridge]"
+RESTART = "RUNNING HANDLER [trollmoves_wis2 : Restart trollmoves WIS2 bridge]"
+
+
+def test_config_change_reloads_and_option_change_restarts_the_bridge(ansible_env, tmp_path):
+    """A changed chain notifies the reload handler only (SIGHUP); changed command-line options the
+    restart handler only. systemd is left alone here, so the handlers run and skip their action."""
+    _require_root()
+    host_vars = _host_vars(tmp_path)
+    first = _run_phases(ansible_env, tmp_path / "first", host_vars, ["configure", "run"])
+    assert first.returncode == 0, first.tail(8000)
+    chain = dict(host_vars["trollmoves_wis2_subscribe_chains"][0], seen_ttl=3600)
+    reloaded = _run_phases(ansible_env, tmp_path / "chain", dict(host_vars, trollmoves_wis2_subscribe_chains=[chain]),
+                           ["configure", "run"])
+    assert reloaded.returncode == 0, reloaded.tail(8000)
+    assert RELOAD in reloaded.output and RESTART not in reloaded.output, reloaded.tail(8000)
+    new_options = dict(host_vars, trollmoves_wis2_subscribe_chains=[chain], trollmoves_wis2_extra_args=["-v", "-v"])
+    restarted = _run_phases(ansible_env, tmp_path / "options", new_options, ["configure", "run"])
+    assert restarted.returncode == 0, restarted.tail(8000)
+    assert RESTART in restarted.output and RELOAD not in restarted.output, restarted.tail(8000)
+    assert "TROLLMOVES_ARGS=-p 9021 -n ns1 ns2 -v -v" in (tmp_path / "etc" / "wis2-main.env").read_text().splitlines()
+    for run in (first, reloaded, restarted):
+        _assert_secret(run)
+
+
 @pytest.mark.parametrize("bad_value, shown", [("soon", "seen_ttl"), (PASSWORD, "********")],
                          ids=["bad-value", "value-equal-to-the-password"])
 def test_refused_config_names_the_key_keeps_the_old_one_never_shows_the_password(

@@ -32,7 +32,7 @@ from trollmoves.errors import TrollmovesError
 from trollmoves.redact import redact
 
 logger = logging.getLogger(__name__)
-_paho_logger = logging.getLogger(f"{__name__}.paho")  # paho's own lines, all at DEBUG: ours say what matters
+_paho_logger = logging.getLogger(f"{__name__}.paho")  # paho's own lines at DEBUG: ours say what matters
 
 REASONS = frozenset({"auth", "not_authorised", "refused", "tls", "unreachable", "timeout", "protocol",
                      "closed", "queue_full"})
@@ -165,7 +165,8 @@ class _Connection:
         tls, host, port = settings.parse_url(settings.url)
         client = paho.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=_PROTOCOLS[self.protocol],
                              manual_ack=self._manual_ack, **({} if v5 else {"clean_session": not self._persistent}))
-        client.on_log = lambda _client, _userdata, _level, text: _paho_logger.debug("%s", text)  # its ERRORs too
+        client.on_log = lambda _client, _userdata, _level, text: _paho_logger.log(  # ERROR: a bug in a callback
+            logging.ERROR if text.startswith("Caught exception") else logging.DEBUG, "%s", text)
         client.suppress_exceptions = True  # a bug in a callback is logged, it does not end the loop
         if settings.username is not None:
             client.username_pw_set(settings.username, settings.password)
