@@ -7,7 +7,9 @@ in the on-disk retry queue for every publish chain whose topics match, and a wor
 publishes its WIS2 Notification Message on the chain's broker, waiting for the
 PUBACK (``services.wis2_publishing``). A notification the broker did not acknowledge
 is retried with backoff until ``max_age``, also after a restart; one the broker
-refuses (its ACL: PUBACK reason code 135) is reported once.
+refuses (its ACL: PUBACK reason code 135) is reported once. A ``del`` message (remove_it's
+``/deletion``) for a file the chain published is journaled the same way and withdrawn with a
+``deletion`` notification.
 
 *Subscribe chains*: a persistent MQTT session (fixed client id) on the chain's
 topic filters; each notification is checked, de-duplicated against a SQLite store that
@@ -50,6 +52,8 @@ from trollmoves.wis2.mqtt import MqttError
 logger = logging.getLogger(__name__)
 
 PUBLISHER_NAME = "wis2"
+DELETION_KEY = "_wis2_deletion"
+"""Marks a journaled job as the withdrawal of a file (from a ``del`` message), not its announcement."""
 RESTART_INTERVAL = 60.0
 """Seconds between attempts to start a chain whose broker refused our login or could not be set up."""
 
@@ -242,6 +246,22 @@ class Wis2Bridge(QueuedService):
         return False
 
     # publish side (receive thread and workers) ----------------------------------------------------
+    def _on_message(self, message: messaging.Message) -> None:
+        """``del`` messages (remove_it's ``/deletion``) withdraw what was published for the file."""
+        if message.type != "del":
+            super()._on_message(message)
+            return
+        self.metrics.messages_received.labels(self.label, "other").inc()
+        uri = message.data.get("uri") if isinstance(message.data, dict) else None
+        if local_path(uri) is None:
+            return
+        with self._lock:
+            chains = [chain for name, chain in self._chains.items() if isinstance(chain, Wis2PublishChain)]
+        for chain in chains:
+            if matches_topics(message.subject, chain.topics) and \
+                    not self.queue(chain.name, message.subject, {"uri": uri, DELETION_KEY: True}):
+                return
+
     def accept(self, subject: str, data: dict) -> None:
         with self._lock:
             chains = [publisher.chain for publisher in self._publishers.values()]
@@ -275,7 +295,10 @@ class Wis2Bridge(QueuedService):
             return
         path = local_path(message.data.get("uri"))
         try:
-            publisher.publish_file(message.data, path or "")
+            if message.data.get(DELETION_KEY):
+                publisher.publish_deletion(path or "")
+            else:
+                publisher.publish_file(message.data, path or "")
         except TransferError as exc:
             self._settle(item, exc, name, path)
             return

@@ -305,3 +305,34 @@ def test_dataset_message_gives_one_notification_per_file(tmp_path, mosquitto):
             assert received == [f"https://data.example.org/pub/{path.name}" for path in paths]
             assert listener.empty_for(1.0)
     listener.close()
+
+
+def test_removed_file_is_withdrawn_with_a_deletion_notification(tmp_path, mosquitto):
+    """remove_it's ``del`` message on /deletion -> a ``deletion`` notification for the data_id we published."""
+    base = tmp_path / "pub"
+    base.mkdir()
+    product = base / "old.dat"
+    product.write_bytes(os.urandom(300))
+    listener = MqttListener(mosquitto)
+    with Feed() as feed:
+        section = publish_section("out", mosquitto, feed.address, base, "https://data.example.org/pub")
+        config = write_config(tmp_path, section.replace("topics = /level1", "topics = /level1 /deletion"))
+        with running(bridge(config)) as service:
+            feed.wait_subscribed(service, "/level1", "wis2")
+            feed.send("/level1/x", "file", {"uri": str(product), "uid": product.name, "platform_name": "Metop-B",
+                                            "sensor": "avhrr/3"})
+            _topic, published = listener.get()
+            # a file never published: nothing to withdraw
+            feed.send("/deletion", "del", {"uri": str(base / "never-announced.dat")})
+            feed.send("/deletion", "del", {"uri": str(product)})
+            topic, deletion = listener.get()
+            assert topic == TOPIC
+            assert deletion["links"][0]["rel"] == "deletion"
+            assert deletion["links"][0]["href"] == published["links"][0]["href"]
+            assert deletion["properties"]["data_id"] == published["properties"]["data_id"]
+            assert deletion["id"] != published["id"]
+            check_with_wmo_tools(tmp_path, topic, deletion)
+            assert listener.empty_for(1.0)
+            wait_for(lambda: metric(service, "trollmoves_wis2_notifications_published_total", chain="out",
+                                    rel="deletion") == 1, what="the deletion counted")
+    listener.close()

@@ -86,7 +86,7 @@ class Wis2Metrics:
         for reason in BROKER_ERRORS:
             self.broker_errors.labels(chain, reason)
         if direction == "publish":
-            for rel in ("canonical", "update"):
+            for rel in ("canonical", "update", "deletion"):
                 self.published.labels(chain, rel)
             for reason in PUBLISH_FAILURES:
                 self.publish_failures.labels(chain, reason)

@@ -13,8 +13,10 @@ again later, also after a restart. What this module decides:
   ``content`` when the file is small enough);
 * ``canonical`` for a data_id never published, ``update`` for one published with other
   bytes, nothing for the same bytes announced again (a re-sent posttroll message or a
-  retried job must not give WIS2 consumers a second notification). The published
-  data ids live in a small SQLite table beside the daemon state;
+  retried job must not give WIS2 consumers a second notification), and ``deletion``
+  for a published file that was removed. The published data ids (with their path,
+  topic, link and digest, which a deletion repeats) live in a small SQLite table beside
+  the daemon state;
 * failures as TransferErrors: transient (no PUBACK in time, broker away, queue full)
   are retried by the bridge's queue; permanent (ACL refusal, a topic the metadata
   cannot fill, a message over 8192 bytes, a missing file) are reported once.
@@ -30,6 +32,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -118,8 +121,21 @@ def announced_sha512(data: Mapping[str, Any]) -> bytes | None:
         return None
 
 
+@dataclass(frozen=True)
+class Published:
+    """What was last published for a data_id: enough to tell an update and to announce a deletion."""
+
+    data_id: str
+    digest: str
+    size: int
+    path: str
+    topic: str
+    href: str
+    media_type: str
+
+
 class PublishedIds:
-    """data_id -> digest of what was published last: canonical vs update vs nothing new.
+    """data_id -> what was published last: canonical vs update vs nothing new, and deletions by path.
 
     One SQLite file per chain; written only after the broker acknowledged, so a crash in
     between publishes again (the consumers' data_id de-duplication absorbs it) rather
@@ -132,17 +148,31 @@ class PublishedIds:
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("CREATE TABLE IF NOT EXISTS published (data_id TEXT PRIMARY KEY, digest TEXT NOT NULL, "
-                         "size INTEGER NOT NULL, published_at REAL NOT NULL)")
+                         "size INTEGER NOT NULL, path TEXT NOT NULL, topic TEXT NOT NULL, href TEXT NOT NULL, "
+                         "media_type TEXT NOT NULL, published_at REAL NOT NULL)")
+        self._db.execute("CREATE INDEX IF NOT EXISTS published_path ON published (path)")
 
-    def digest_of(self, data_id: str) -> str | None:
+    def _one(self, where: str, value: str) -> Published | None:
         with self._lock:
-            row = self._db.execute("SELECT digest FROM published WHERE data_id = ?", (data_id,)).fetchone()
-        return row[0] if row else None
+            row = self._db.execute("SELECT data_id, digest, size, path, topic, href, media_type FROM published "
+                                   f"WHERE {where} = ? ORDER BY published_at DESC LIMIT 1", (value,)).fetchone()
+        return Published(*row) if row else None
 
-    def record(self, data_id: str, digest: str, size: int) -> None:
+    def by_data_id(self, data_id: str) -> Published | None:
+        return self._one("data_id", data_id)
+
+    def by_path(self, path: str) -> Published | None:
+        return self._one("path", path)
+
+    def record(self, item: Published) -> None:
         with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO published VALUES (?, ?, ?, ?)", (data_id, digest, size,
-                                                                                     time.time()))
+            self._db.execute("INSERT OR REPLACE INTO published VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                             (item.data_id, item.digest, item.size, item.path, item.topic, item.href,
+                              item.media_type, time.time()))
+
+    def forget(self, data_id: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM published WHERE data_id = ?", (data_id,))
 
     def close(self) -> None:
         with self._lock:
@@ -189,14 +219,16 @@ class NotificationPublisher:
         content, digest = self._content_and_digest(path, size, data)
         digest_hex = digest.hex()
         data_id = self._data_id(data, topic, path)
-        previous = self.published.digest_of(data_id)
+        last = self.published.by_data_id(data_id)
+        previous = last.digest if last is not None else None
         if previous == digest_hex:
             logger.info("Not publishing %s again: data_id %s was published with the same bytes", path, data_id)
             return None
         rel = "canonical" if previous is None else "update"
+        kind = media_type(path, chain.media_type)
         try:
             message = notification.build(
-                data_id=data_id, href=href, length=size, media_type=media_type(path, chain.media_type),
+                data_id=data_id, href=href, length=size, media_type=kind,
                 integrity=("sha512", base64.b64encode(digest).decode("ascii")), rel=rel, metadata=data,
                 properties=chain.properties, content=content)
             payload = notification.encode(message, drop_content_if_large=True)
@@ -204,12 +236,32 @@ class NotificationPublisher:
             reason = "too_large" if exc.reason == "size" else "fields"
             raise PublishRefused(f"cannot build the notification of {path}: {exc}", reason) from None
         self._send(topic, payload, path)
-        self.published.record(data_id, digest_hex, size)
+        self.published.record(Published(data_id, digest_hex, size, path, topic, href, kind))
         self.metrics.published.labels(chain.name, rel).inc()
         self.metrics.file_size.labels(chain.name, "publish").observe(size)
         self.metrics.last_notification.labels(chain.name).set(time.time())
         logger.info("Published the WIS2 notification of %s (%s, %d bytes) on %s", path, rel, size, topic)
         return rel
+
+    def publish_deletion(self, path: str) -> bool:
+        """A ``deletion`` notification for a file we announced (a remove_it ``del`` message); False when no
+        notification was ever published for ``path`` (nothing to withdraw)."""
+        last = self.published.by_path(path)
+        if last is None:
+            logger.info("No WIS2 notification was published for %s: no deletion to announce", path)
+            return False
+        try:
+            message = notification.build(
+                data_id=last.data_id, href=last.href, length=last.size, media_type=last.media_type,
+                integrity=("sha512", base64.b64encode(bytes.fromhex(last.digest)).decode("ascii")), rel="deletion")
+            payload = notification.encode(message)
+        except notification.NotificationError as exc:
+            raise PublishRefused(f"cannot build the deletion notification of {path}: {exc}", "fields") from None
+        self._send(last.topic, payload, path)
+        self.published.forget(last.data_id)
+        self.metrics.published.labels(self.chain.name, "deletion").inc()
+        logger.info("Published the WIS2 deletion of %s (data_id %s) on %s", path, last.data_id, last.topic)
+        return True
 
     def _content_and_digest(self, path: str, size: int, data: Mapping[str, Any]) -> tuple[bytes | None, bytes]:
         """(inline bytes or None, sha512 digest): one read of the file at most."""
