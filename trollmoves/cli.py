@@ -2,7 +2,7 @@
 
 The original scripts keep their names and options (``move_it_server.py -p 9010
 --disable-backlog -w config.ini`` and so on, reference §1); ``trollmoves`` groups
-the same programs as subcommands and adds ``check-config`` and ``demo``.
+the same programs as subcommands and adds ``check-config``, ``status`` and ``demo``.
 Everything here is the program layer: argument parsing, logging set-up, then a
 service run under ``trollmoves.program.run_service``.
 """
@@ -375,6 +375,7 @@ COMMANDS = {
     "s3downloader": "download announced S3 objects (s3downloader.py)",
     "wis2": "publish our files to WIS2 over MQTT and feed WIS2 files into chains",
     "check-config": "validate config files; exit 1 on any error",
+    "status": "one table of every chain of running daemons (from /healthz and /metrics); exit 1 if unhealthy",
     "demo": "run nameserver, server and client on loopback and show files arriving",
 }
 
@@ -394,6 +395,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     command, rest = argv[0], argv[1:]
     if command == "check-config":
         return check_config(rest)
+    if command == "status":
+        from trollmoves.status import main as status_main
+
+        return status_main(rest)
     if command == "demo":
         from trollmoves.demo import main as demo_main
 

@@ -139,6 +139,7 @@ class FollowedChain:
         chain = self.chain
         self.metrics.init_chain(chain.name)
         self.metrics.add_scrape_callback(self._scrape_retry_queue, chain=chain.name)
+        self.metrics.watch_destination(chain.name, chain.destination)
         self.curve = self.requesters.curve = (
             messaging.CurveClientKeys(chain.curve_secret_key_file, chain.curve_server_public_key_file)
             if chain.curve_secret_key_file else None)
@@ -190,10 +191,11 @@ class FollowedChain:
             self.publisher.heartbeat(30)
 
     def _scrape_retry_queue(self) -> None:
-        """At scrape time: files waiting for a retry, and since when the oldest is waiting."""
+        """At scrape time: files requested and not arrived, those waiting for a retry, the oldest's time."""
         with self.lock:
             waiting = [e.first_seen for e in self.pending.values() if e.attempts and not e.started]
             given_up = sum(1 for e in self.pending.values() if e.given_up)
+            self.metrics.pending_files.labels(self.chain.name).set(len(self.pending))
         self.metrics.given_up_files.labels(self.chain.name).set(given_up)
         self.metrics.retry_queue_length.labels(self.chain.name).set(len(waiting))
         self.metrics.retry_queue_oldest.labels(self.chain.name).set(min(waiting, default=0))
@@ -508,6 +510,7 @@ class FollowedChain:
             self._publish(message)
         self.state.outbox_done(outbox)
         self.metrics.child(self.metrics.files_received, chain.name).inc()
+        self.metrics.files_done(chain.name)
         self.metrics.child(self.metrics.last_transfer, chain.name).set(time.time())
         mtime = source.data.get("mtime")
         if isinstance(mtime, (int, float)):
@@ -563,6 +566,7 @@ class Client:
             self._state_path = (os.path.join(directory, os.path.basename(default_state_path(config.path, "client")))
                                 if directory else default_state_path(config.path, "client"))
         self.state: StateStore | None = state
+        self.metrics.watch_state_store(lambda: self.state)
         self.workers_per_chain = workers_per_chain
         self.max_fetch_attempts = max_fetch_attempts
         self.scheduler = Scheduler("client-scheduler")

@@ -149,6 +149,20 @@ def result_data(data: Mapping[str, Any], destination: str, result=None) -> dict[
     return info
 
 
+def local_destination(target: DispatchTarget) -> str | None:
+    """The directory template of a target writing to this host (empty ``host`` or ``file://``), else None.
+
+    The target's own ``host``/``directory``, or those of its first dispatch config that sets a
+    directory: what ``trollmoves_destination_free_bytes`` measures.
+    """
+    candidates = [(target.host, target.directory)] + [
+        (dc.host if dc.host is not None else target.host, dc.directory) for dc in target.dispatch_configs]
+    for host, directory in candidates:
+        if directory and urlsplit(host or "").scheme in ("", "file"):
+            return directory
+    return None
+
+
 def subscription_topics(targets: Sequence[DispatchTarget]) -> list[str]:
     topics: list[str] = []
     for target in targets:
@@ -179,6 +193,7 @@ class Dispatcher(QueuedService):
         self._targets: dict[str, DispatchTarget] = {}
         self._lock = threading.Lock()
         self._warned_topic: set[str] = set()
+        self.metrics.watch_state_store(lambda: self._state)
 
     # service protocol -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -230,8 +245,9 @@ class Dispatcher(QueuedService):
 
     def _set_targets(self, config: Config) -> None:
         targets = {target.name: target for target in config.chains}
-        for name in targets:
+        for name, target in targets.items():
             self.metrics.init_chain(name)
+            self.metrics.watch_destination(name, local_destination(target))
         with self._lock:
             self._targets = targets
 
@@ -314,6 +330,7 @@ class Dispatcher(QueuedService):
         self.metrics.transferred_bytes.labels(name, scheme).inc(result.size)
         self.metrics.transfer_duration.labels(name, scheme).observe(result.duration)
         self.metrics.last_transfer.labels(name).set(time.time())
+        self.metrics.files_done(name)
         logger.info("Dispatched %s to %s (%d bytes, %.3f s)", path, result.destination, result.size,
                     result.duration)
         self.publish_result(target, data, destination, result)

@@ -121,6 +121,9 @@ class MirroredChain(ServingChain):
     def start(self) -> None:
         chain = self.chain
         self.metrics.init_chain(chain.name)
+        self.metrics.add_scrape_callback(lambda: self.metrics.pending_files.labels(chain.name).set(
+            self.port.inflight()), chain=chain.name)
+        self.metrics.watch_destination(chain.name, chain.destination)
         self._warn_unused_keys()
         self.restore()
         self.open_request_port()
@@ -264,6 +267,7 @@ class MirroredChain(ServingChain):
         msg = messaging.make_message(self.chain.topic, atype, data)
         if self.parts.publish(msg, self.chain.name):
             self.metrics.files_announced.labels(self.chain.name).inc(count)
+            self.metrics.files_done(self.chain.name, count)
             logger.info("Mirror chain %s: re-announced %s", self.chain.name, ", ".join(collect_uids(data)))
 
     # inside: catch up on what was announced while the mirror was away -------------------------------
@@ -456,6 +460,7 @@ class Mirror(ServingDaemon):
         self.scheduler = Scheduler("mirror-scheduler")
         self.state: StateStore | None = state
         self._state_path = None if state is not None else state_path(config)
+        self.metrics.watch_state_store(lambda: self.state)
 
     def make_chain(self, chain: MirrorChain) -> MirroredChain:
         return MirroredChain(chain, self.parts, self.state, self.scheduler)

@@ -144,6 +144,9 @@ class MovedChain:
     def start(self) -> None:
         """Watch ``origin``'s directory (a missing one is retried by the health check), then the backlog."""
         self.metrics.init_chain(self.chain.name)
+        for destination in self.chain.destinations:  # the first local one: free space for the disk-full alert
+            if self.metrics.watch_destination(self.chain.name, destination):
+                break
         for destination in self.chain.destinations:
             if names_a_file(destination):
                 logger.warning("Chain %s: destination %s has no trailing slash and names the file itself "
@@ -246,6 +249,8 @@ class MovedChain:
         finally:
             if copied != path:
                 _remove(copied)
+        if done:
+            self.metrics.files_done(chain.name)
         if done and chain.delete:
             _remove(path)
             with self._seen_lock:

@@ -136,6 +136,7 @@ class S3Downloader(QueuedService):
         self._client_lock = threading.Lock()
         self._downloading: set[str] = set()
         self._downloading_changed = threading.Condition()
+        self.metrics.watch_state_store(lambda: self._state)
 
     @property
     def name(self) -> str:
@@ -144,6 +145,7 @@ class S3Downloader(QueuedService):
     # service protocol -----------------------------------------------------------------------------
     def start(self) -> None:
         self.metrics.init_chain(self.name, ("s3",))
+        self.metrics.watch_destination(self.name, self.settings.download_destination)
         os.makedirs(self.settings.download_destination, exist_ok=True)
         nameservers = self.options.publish_nameservers
         if nameservers is None:
@@ -238,6 +240,7 @@ class S3Downloader(QueuedService):
         self.metrics.transfer_duration.labels(name, "s3").observe(duration)
         self.metrics.files_received.labels(name).inc()
         self.metrics.last_transfer.labels(name).set(time.time())
+        self.metrics.files_done(name)
         logger.info("Downloaded %s to %s (%d bytes, %.3f s)", uri, target, size, duration)
         self.publish(data, target, size, checksum)
 

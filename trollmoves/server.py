@@ -354,6 +354,7 @@ class ServedChain(ServingChain):
         self.remember(path, atype, data)
         if self.parts.publish(message, self.chain.name):
             self.metrics.child(self.metrics.files_announced, self.chain.name).inc()
+            self.metrics.files_done(self.chain.name)
             logger.debug("Announced %s on %s", path, self.chain.topic)  # per file at INFO: the push line
 
     def _remember_silently(self, path: str) -> None:
@@ -407,6 +408,7 @@ class ServedChain(ServingChain):
         msg = messaging.make_message(self.chain.topic, message.type, data)
         if self.parts.publish(msg, self.chain.name):
             self.metrics.files_announced.labels(self.chain.name).inc(len(entries))
+            self.metrics.files_done(self.chain.name, len(entries))
 
     # what may be served ---------------------------------------------------------------------------
     def _real_origin(self) -> str:

@@ -3,19 +3,23 @@
 A ``kill -9`` must neither lose nor duplicate a file, so what a daemon has to
 remember lives in SQLite in WAL mode (each change is one short transaction; a
 killed process loses nothing committed). The store is bounded by age and by row
-count, and an unwritable location is a clear start-up error, not a surprise later.
+count, and an unwritable location is a clear start-up error, not a surprise later. A write that
+fails later (disk full, file system remounted read-only) is counted and raised; ``writable()``
+says at scrape time whether writes work now (``trollmoves_state_store_writable``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import sqlite3
+import tempfile
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from trollmoves.errors import ConfigError
@@ -39,7 +43,9 @@ CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, chain T
 CREATE TABLE IF NOT EXISTS announcements (chain TEXT NOT NULL, key TEXT NOT NULL, payload TEXT NOT NULL,
                                           at REAL NOT NULL, PRIMARY KEY (chain, key));
 CREATE INDEX IF NOT EXISTS announcements_at ON announcements(at);
+CREATE TABLE IF NOT EXISTS probe (id INTEGER PRIMARY KEY, at REAL NOT NULL);
 """
+_PROBE_LOCK_WAIT = 1.0  # s writable() waits for the store's lock before it skips its test write
 
 
 def file_key(uids: Iterable[str]) -> str:
@@ -64,6 +70,9 @@ class StateStore:
         self.max_rows = max_rows
         self._lock = threading.Lock()
         self._writes = 0
+        self.write_errors = 0
+        """Writes that failed (sqlite3.Error) since the store was opened: trollmoves_state_store_errors_total."""
+        self._write_failed = False
         if path is not None:
             directory = os.path.dirname(os.path.abspath(path))
             try:
@@ -85,12 +94,62 @@ class StateStore:
 
     def _execute(self, sql: str, params: tuple = ()) -> list[tuple]:
         with self._lock:
-            rows = self._db.execute(sql, params).fetchall()
-            if sql.lstrip().upper().startswith(("INSERT", "REPLACE", "UPDATE")):
-                self._writes += 1
-                if self._writes % 1000 == 0:
-                    self._prune_locked()
+            if sql.lstrip().upper().startswith("SELECT"):
+                return self._db.execute(sql, params).fetchall()
+            with self._writing():
+                rows = self._db.execute(sql, params).fetchall()
+                if sql.lstrip().upper().startswith(("INSERT", "REPLACE", "UPDATE")):
+                    self._writes += 1
+                    if self._writes % 1000 == 0:
+                        self._prune_locked()
             return rows
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Around a write, under the lock: a failure is counted, its transaction rolled back, and raised.
+
+        The first failure after a success is logged once (with the file); the callers report
+        what could not be recorded.
+        """
+        try:
+            yield
+        except sqlite3.Error as exc:
+            self.write_errors += 1
+            if not self._write_failed:
+                logger.error("State store %s: a write failed: %s", self.path or ":memory:", exc)
+            self._write_failed = True
+            if self._db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+            raise
+        self._write_failed = False
+
+    def writable(self) -> bool:
+        """Whether writes work now: the file and its directory are writable and the last write did not fail.
+
+        Run at scrape time. After a failed write (disk full, say) it tries one small write
+        itself (not counted as an error), so that the state recovers when the cause is gone,
+        also while the daemon has nothing else to write.
+        """
+        if self.path is not None:
+            try:
+                with open(self.path, "r+b"):
+                    pass
+                descriptor, probe = tempfile.mkstemp(prefix=".write-test-", dir=os.path.dirname(
+                    os.path.abspath(self.path)))
+                os.close(descriptor)
+                os.unlink(probe)
+            except OSError:
+                return False
+        if self._write_failed and self._lock.acquire(timeout=_PROBE_LOCK_WAIT):
+            try:  # not counted in write_errors: those are the daemon's writes that failed
+                self._db.execute("INSERT OR REPLACE INTO probe VALUES (1, ?)", (time.time(),))
+                self._write_failed = False
+            except sqlite3.Error:
+                pass
+            finally:
+                self._lock.release()
+        return not self._write_failed
 
     # handled files --------------------------------------------------------------------------------
     def is_handled(self, chain: str, key: str) -> bool:
@@ -110,7 +169,7 @@ class StateStore:
         repeated once, when the kill falls between the send and the removal).
         """
         now = time.time()
-        with self._lock:
+        with self._lock, self._writing():
             self._db.execute("BEGIN")
             self._db.execute("INSERT OR REPLACE INTO handled VALUES (?, ?, ?, ?)",
                              (chain, key, json.dumps(sorted(uids)), now))
@@ -132,7 +191,7 @@ class StateStore:
     def outbox_done(self, ids: Iterable[int]) -> None:
         ids = list(ids)
         if ids:
-            with self._lock:
+            with self._lock, self._writing():
                 self._db.executemany("DELETE FROM outbox WHERE id=?", [(item_id,) for item_id in ids])
 
     def handled_count(self, chain: str) -> int:
@@ -169,7 +228,7 @@ class StateStore:
     # retry queue ----------------------------------------------------------------------------------
     def add_retry(self, chain: str, payload: dict[str, Any], due: float, error: str = "") -> int:
         now = time.time()
-        with self._lock:
+        with self._lock, self._writing():
             cursor = self._db.execute(
                 "INSERT INTO retries (chain, payload, first_at, due, attempts, last_error) VALUES (?,?,?,?,1,?)",
                 (chain, json.dumps(payload, default=str), now, due, error))
@@ -213,7 +272,7 @@ class StateStore:
 
     # housekeeping ---------------------------------------------------------------------------------
     def prune(self) -> None:
-        with self._lock:
+        with self._lock, self._writing():
             self._prune_locked()
 
     def _prune_locked(self) -> None:

@@ -83,6 +83,7 @@ class Wis2Bridge(QueuedService):
                  state: StateStore | None = None):
         super().__init__(config, options or Wis2Options(), metrics or Metrics("wis2"), state)
         self.wis2_metrics = Wis2Metrics(self.metrics)
+        self.metrics.watch_state_store(lambda: self._state)
         self._lock = threading.Lock()
         self._publishers: dict[str, NotificationPublisher] = {}
         self._receivers: dict[str, NotificationReceiver] = {}
@@ -171,6 +172,8 @@ class Wis2Bridge(QueuedService):
     def _start_chain(self, chain: Any) -> None:
         direction = "publish" if isinstance(chain, Wis2PublishChain) else "subscribe"
         self.wis2_metrics.init_chain(chain.name, direction)
+        if direction == "subscribe":
+            self.metrics.watch_destination(chain.name, chain.destination)
         self._chains[chain.name] = chain
         state_base = os.path.join(self._state_dir, f"wis2-{_file_part(chain.name)}")
         try:

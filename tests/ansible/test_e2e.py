@@ -30,14 +30,12 @@ import re
 import secrets
 import shlex
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from tests import servers
-from tests.ansible.netns import HostPair, NamespaceUnavailable, ssh_keygen
+from tests.ansible.netns import HostPair, common_inventory_vars, hosts_under, ssh_keygen
 from tests.ansible.tools import ANSIBLE_DIR, VENV, PlaybookRun, run_tool
 
 USERS = {"server": "tm-e2e-srv", "client": "tm-e2e-cli"}
@@ -158,21 +156,7 @@ def write_inventory(path: Path, base: Path, pair: HostPair, wheelhouse, keys: di
     server, client = pair.hosts["server"], pair.hosts["client"]
     incoming = f"{base}/client/data/incoming"
     outgoing = f"{base}/server/data/outgoing"
-    common = {
-        "ansible_user": "root",
-        "ansible_ssh_private_key_file": str(keys["controller"]),
-        "ansible_ssh_common_args": (f"-o UserKnownHostsFile={keys['known_hosts']} -o StrictHostKeyChecking=yes "
-                                    "-o GlobalKnownHostsFile=/dev/null -o IdentitiesOnly=yes"),
-        "ansible_python_interpreter": "/usr/bin/python3",
-        "ansible_become": False,
-        "trollmoves_common_wheel": str(wheelhouse.wheel),
-        # The namespaces have no route to an index: pip installs from the wheelhouse on the
-        # shared file system (trollmoves_common_wheelhouse would copy it over SSH instead).
-        "trollmoves_common_pip_extra_args": f"--no-index --find-links {wheelhouse.directory}",
-        "trollmoves_common_firewall": "nftables" if firewall else "none",
-        "trollmoves_common_nftables_include": False,
-        "trollmoves_common_log_level": "DEBUG",
-    }
+    common = common_inventory_vars(keys, wheelhouse, firewall)
     server_vars = {
         **_tree(base, "server"),
         "ansible_host": server.address,
@@ -227,31 +211,11 @@ def run_site(pair: HostPair, inventory: Path, env: dict[str, str]) -> PlaybookRu
 
 @pytest.fixture
 def hosts():
-    base = Path(f"/srv/tm-e2e-{os.getpid()}")
-    shutil.rmtree(base, ignore_errors=True)
-    base.mkdir(mode=0o755, parents=True)
-    base.chmod(0o755)
-    try:
-        pair = HostPair(base, users={"server": ["root"], "client": ["root", USERS["client"]]})
-    except servers.ServerUnavailable as err:
-        shutil.rmtree(base, ignore_errors=True)
-        servers.require_or_skip(f"end-to-end deployment test: {err}")
-    except NamespaceUnavailable as err:
-        shutil.rmtree(base, ignore_errors=True)
-        pytest.skip(f"end-to-end deployment test needs network namespaces: {err}")
-    try:
+    def build(base: Path) -> HostPair:
+        return HostPair(base, users={"server": ["root"], "client": ["root", USERS["client"]]})
+
+    with hosts_under("tm-e2e", build, USERS.values(), "end-to-end deployment test", "tm-e2e") as (base, pair):
         yield base, pair
-    finally:
-        control_dir = base / "ssh" / "cp"
-        for socket_path in control_dir.glob("*") if control_dir.is_dir() else []:
-            # Close ansible's persistent SSH connections so the sshd sessions end with them.
-            subprocess.run(["ssh", "-O", "exit", "-o", f"ControlPath={socket_path}", "tm-e2e"],
-                           check=False, capture_output=True, timeout=30)
-        pair.close()
-        for user in USERS.values():
-            subprocess.run(["userdel", user], check=False, capture_output=True)
-            subprocess.run(["groupdel", user], check=False, capture_output=True)
-        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.mark.timeout(900)

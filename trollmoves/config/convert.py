@@ -104,5 +104,17 @@ def _daemon_settings(raw: Mapping[str, Any] | None, report: _Report, section: st
     return DaemonSettings(**(values or {}))
 
 
+def _check_interval_chains(daemon: DaemonSettings | None, chains: Any, report: _Report) -> None:
+    """``expected_intervals`` naming no chain of the file: a warning (a typo would silently set nothing)."""
+    if daemon is None or not daemon.expected_intervals:
+        return
+    names = [chain.name for chain in chains or ()]
+    for name, _seconds in daemon.expected_intervals:
+        if name not in names:
+            report.warn(DAEMON_SECTION, "expected_intervals", f"no chain named {name!r} in this file "
+                                                               f"(chains: {', '.join(names) or 'none'})")
+
+
 def _finish(path: str, kind: str, report: _Report, **kwargs: Any) -> Config:
+    _check_interval_chains(kwargs.get("daemon"), kwargs.get("chains"), report)
     return Config(path=path, kind=kind, errors=tuple(report.errors), warnings=tuple(report.warnings), **kwargs)

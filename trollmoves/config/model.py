@@ -43,6 +43,7 @@ from trollmoves.config.converters import (
     to_url_list,
 )
 from trollmoves.config.report import _Report
+from trollmoves.values import Invalid
 
 
 KINDS = ("server", "client", "mirror", "move_it", "dispatcher", "s3downloader", "wis2")
@@ -170,6 +171,33 @@ def thaw(value: Any) -> Any:
     return value
 
 
+def to_intervals(value: Any) -> tuple[tuple[str, float], ...]:
+    """``chain1:600, chain2:3600`` (INI; a mapping in YAML/TOML) as ((chain, seconds), ...).
+
+    Items are separated by commas or new lines; a chain name may hold spaces, not the last ``:``.
+    """
+    if isinstance(value, Mapping):
+        items = [(str(name), seconds) for name, seconds in value.items()]
+    else:
+        items = []
+        for item in str(value).replace("\n", ",").split(","):
+            if not item.strip():
+                continue
+            name, colon, seconds = item.rpartition(":")
+            if not colon or not name.strip():
+                raise Invalid("expected chain:seconds items separated by commas", item.strip())
+            items.append((name.strip(), seconds.strip()))
+    result: dict[str, float] = {}
+    for name, seconds in items:
+        try:
+            result[name] = to_nonneg_float(seconds)
+        except Invalid as exc:
+            raise Invalid(f"{name}: {exc}", seconds) from None
+    if len(result) < len(items):
+        raise Invalid("expected each chain once")
+    return tuple(result.items())
+
+
 @dataclass(frozen=True)
 class DaemonSettings:
     """The reserved ``[trollmoves]`` section (or YAML/TOML mapping): settings of the whole daemon."""
@@ -180,9 +208,17 @@ class DaemonSettings:
     drain_timeout: float = key(to_nonneg_float, 30.0, doc="seconds in-flight transfers may finish at stop")
     stalled_after: float = key(to_nonneg_float, 600.0,
                                doc="health: a chain is stalled when files arrive but none moved this long")
+    expected_interval: float = key(to_nonneg_float, 0.0, doc="seconds between files expected on every chain "
+                                   "(metric trollmoves_chain_expected_interval_seconds; 0: not set)")
+    expected_intervals: tuple[tuple[str, float], ...] = key(to_intervals, (), doc="per chain, overriding "
+                                                            "expected_interval: chain1:600, chain2:3600")
     log_implementation: bool = key(to_bool, True, doc="log which speedups implementation is active at start")
     curve_secret_key_file: str | None = key(to_existing_file, doc="CURVE: key pair of the publisher")
     curve_clients_directory: str | None = key(to_existing_dir, doc="CURVE: public keys of allowed subscribers")
+
+    def expected_interval_of(self, chain: str) -> float:
+        """The expected seconds between files of ``chain`` (``expected_intervals``, else ``expected_interval``)."""
+        return dict(self.expected_intervals).get(chain, self.expected_interval)
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,11 @@ nothing is transferred for ``stalled_after`` seconds is *stalled*. The daemons n
 no code for that.
 
 The package: ``labels`` (fixed label sets and the helpers mapping onto them),
-``definitions`` (``Metrics`` and its scrape-time collector), ``health``
-(``HealthTracker``, /healthz), ``http_server`` (``MetricsHTTPServer``). Import
-from ``trollmoves.metrics``; the names are re-exported here.
+``definitions`` (``Metrics`` and its scrape-time collector), ``recent`` (files per
+chain in the last minute and hour), ``space`` (free bytes of local destinations),
+``health`` (``HealthTracker``, /healthz), ``health_export`` (/healthz's judgement as
+the ``trollmoves_chain_up``/``_stalled`` gauges), ``http_server``
+(``MetricsHTTPServer``). Import from ``trollmoves.metrics``; the names are re-exported here.
 """
 
 from __future__ import annotations

@@ -3,13 +3,16 @@
 Each service owns one ``Metrics`` (no global registry), so that a test can run two
 services in one process. Values that are cheaper to read when Prometheus asks than to
 keep up to date (retry queues, pooled connections) come from scrape callbacks and
-pools, run by ``_ScrapeTimeCollector`` each time the registry is collected.
+pools, run by ``_ScrapeTimeCollector`` each time the registry is collected. The same collector
+exports what is computed when asked: files per chain in the last minute and hour (``recent``),
+the free space of local destinations (``space``) and whether the state store can be written.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -26,6 +29,8 @@ from trollmoves.metrics.labels import (
     REQUEST_TYPES,
     SCHEMES,
 )
+from trollmoves.metrics.recent import RecentFiles
+from trollmoves.metrics.space import local_root, space
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +55,9 @@ class Metrics:
         self._callbacks: list[tuple[str | None, ScrapeCallback]] = []
         self._pools: list[Any] = []
         self._children: dict[tuple, Any] = {}
+        self._recent = RecentFiles()
+        self._destinations: dict[str, str] = {}
+        self._state_stores: list[Callable[[], Any]] = []
         reg = self.registry
         # registered first: the registry collects in registration order, so scrape callbacks
         # have set their gauges before those are read
@@ -102,6 +110,12 @@ class Metrics:
                                     "slowly until they arrive or expire", ["chain"], registry=reg)
         self.last_transfer = Gauge("trollmoves_last_transfer_timestamp_seconds",
                                    "Time of the last successful transfer (0 if none yet)", ["chain"], registry=reg)
+        self.last_file = Gauge("trollmoves_last_file_timestamp_seconds",
+                               "Time the chain last announced, received, dispatched, downloaded, published or "
+                               "stored a file (0 if none yet)", ["chain"], registry=reg)
+        self.pending_files = Gauge("trollmoves_pending_files", "Files requested and not delivered yet (client: "
+                                   "announced and requested; mirror: requested and being relayed)", ["chain"],
+                                   registry=reg)
         self.last_heartbeat = Gauge("trollmoves_last_heartbeat_timestamp_seconds",
                                     "Time a heartbeat was last received from a provider (0 if none yet)",
                                     ["chain"], registry=reg)
@@ -110,7 +124,8 @@ class Metrics:
         self.watcher_restarts = Counter("trollmoves_watcher_restarts_total", "Directory watcher restarts",
                                         ["chain"], registry=reg)
         self.catch_up_files = Counter("trollmoves_catch_up_files_total",
-                                      "Files requested (client) or relayed (mirror) after a catch-up query", ["chain"], registry=reg)
+                                      "Files requested (client) or relayed (mirror) after a catch-up query",
+                                      ["chain"], registry=reg)
         self.chains_configured = Gauge("trollmoves_chains", "Chains initialised (running or failing)",
                                        registry=reg)
         self.chains_configured.set_function(lambda: len(self._chains))
@@ -124,7 +139,8 @@ class Metrics:
                 self.arrival_latency, self.messages_received, self.messages_malformed, self.messages_published,
                 self.messages_dropped, self.files_received, self.duplicates_skipped, self.retries,
                 self.retry_queue_length, self.retry_queue_oldest, self.given_up_files, self.last_transfer,
-                self.last_heartbeat, self.watcher_restarts, self.catch_up_files)
+                self.last_heartbeat, self.watcher_restarts, self.catch_up_files, self.last_file,
+                self.pending_files)
 
     @property
     def chains(self) -> frozenset[str]:
@@ -136,17 +152,19 @@ class Metrics:
         """Create every label set of a chain at zero, so that rates exist from the start.
 
         Values of a chain initialised before (a chain restarted by a reload) are kept. Scrape
-        callbacks registered earlier for this chain are dropped: they belong to the old instance.
+        callbacks and the destination registered earlier for this chain are dropped: they belong
+        to the old instance.
         """
         with self._lock:
             self._chains.add(chain)
             self._callbacks[:] = [(c, fn) for c, fn in self._callbacks if c != chain]
+            self._destinations.pop(chain, None)
         for counter in (self.files_announced, self.messages_malformed, self.files_received,
                         self.duplicates_skipped, self.retries, self.catch_up_files, self.messages_dropped,
                         self.watcher_restarts):
             counter.labels(chain)
         for gauge in (self.retry_queue_length, self.retry_queue_oldest, self.given_up_files,
-                      self.last_transfer, self.last_heartbeat):
+                      self.last_transfer, self.last_heartbeat, self.last_file):
             gauge.labels(chain)
         self.arrival_latency.labels(chain)
         for atype in REQUEST_TYPES:
@@ -184,10 +202,22 @@ class Metrics:
             self._children.clear()
             self._chains.discard(chain)
             self._callbacks[:] = [(c, fn) for c, fn in self._callbacks if c != chain]
+            self._destinations.pop(chain, None)
+        self._recent.forget(chain)
         for metric in self._chain_metrics():
             for labels in list(metric._metrics):  # prometheus_client has no public listing
                 if labels and labels[0] == chain:
                     metric.remove(*labels)
+
+    def files_done(self, chain: str, count: int = 1) -> None:
+        """``count`` files of ``chain`` announced, received, dispatched, downloaded, published or stored now.
+
+        Sets ``trollmoves_last_file_timestamp_seconds`` and feeds the last-minute and last-hour
+        counts; called where the daemon counts the file in its own counter.
+        """
+        now = time.time()
+        self.child(self.last_file, chain).set(now)
+        self._recent.add(chain, count, now)
 
     # scrape-time values ---------------------------------------------------------------------------
     def add_scrape_callback(self, callback: ScrapeCallback, chain: str | None = None) -> Callable[[], None]:
@@ -208,6 +238,28 @@ class Metrics:
         """
         return self._add(self._pools, pool)
 
+    def watch_destination(self, chain: str, destination: str | None) -> bool:
+        """Export the free and total bytes of a chain's local destination at scrape time.
+
+        ``destination`` is a URL or path template; only its fixed local part is measured (see
+        ``metrics.space``). False (nothing exported) for a remote one. Dropped by ``remove_chain``
+        and the next ``init_chain`` of the chain, like its scrape callbacks.
+        """
+        root = local_root(destination)
+        if root is None:
+            return False
+        with self._lock:
+            self._destinations[chain] = root
+        return True
+
+    def watch_state_store(self, store: Callable[[], Any]) -> Callable[[], None]:
+        """Export ``trollmoves_state_store_writable`` and ``_errors_total`` of the store ``store()`` returns.
+
+        ``store`` is read at each scrape (a daemon opens its store at start): a ``StateStore``,
+        or None while there is none. Returns a function that stops watching.
+        """
+        return self._add(self._state_stores, store)
+
     def _add(self, items: list, item: Any) -> Callable[[], None]:
         """Append ``item`` under the lock; return a function that removes it again (once)."""
         with self._lock:
@@ -227,6 +279,34 @@ class Metrics:
                 callback()
             except Exception:  # a broken callback never breaks a scrape
                 logger.exception("Metrics scrape callback %r (chain %s) failed", callback, chain)
+
+    def _scrape_families(self) -> list:
+        """The families computed at scrape time besides the pools': recent files, space, state store."""
+        now = time.time()
+        with self._lock:
+            chains = sorted(self._chains)
+            destinations = dict(self._destinations)
+            stores = list(self._state_stores)
+        minute = GaugeMetricFamily("trollmoves_files_last_minute", "Files handled in the last 60 s (as "
+                                   "trollmoves_last_file_timestamp_seconds counts them)", labels=["chain"])
+        hour = GaugeMetricFamily("trollmoves_files_last_hour", "Files handled in the last 3600 s", labels=["chain"])
+        for chain in chains:
+            in_minute, in_hour = self._recent.counts(chain, now)
+            minute.add_metric([chain], in_minute)
+            hour.add_metric([chain], in_hour)
+        free = GaugeMetricFamily("trollmoves_destination_free_bytes", "Bytes free (for unprivileged users) "
+                                 "on the file system of the chain's local destination", labels=["chain"])
+        size = GaugeMetricFamily("trollmoves_destination_size_bytes", "Total bytes of the file system of the "
+                                 "chain's local destination", labels=["chain"])
+        for chain, directory in sorted(destinations.items()):
+            measured = space(directory)
+            if measured is not None:
+                free.add_metric([chain], measured[0])
+                size.add_metric([chain], measured[1])
+        families = [minute, hour, free, size]
+        if stores:
+            families += _state_store_families(stores)
+        return families
 
     def _pool_stats(self) -> dict[str, float]:
         totals = dict.fromkeys(("idle", "leased", "opened", "reused", "closed"), 0.0)
@@ -270,11 +350,12 @@ class _ScrapeTimeCollector:
         self._metrics = metrics
 
     def describe(self) -> list:
-        return list(self._families({}))
+        return list(self._families({})) + [GaugeMetricFamily(name, "") for name in _SCRAPE_TIME_GAUGES] + [
+            CounterMetricFamily("trollmoves_state_store_errors", "")]
 
     def collect(self) -> Iterable:
         self._metrics._run_scrape_callbacks()
-        return self._families(self._metrics._pool_stats())
+        return self._families(self._metrics._pool_stats()) + self._metrics._scrape_families()
 
     @staticmethod
     def _families(stats: Mapping[str, float]) -> list:
@@ -290,3 +371,36 @@ class _ScrapeTimeCollector:
             family.add_metric([], stats.get(key, 0.0))
             families.append(family)
         return families
+
+
+_SCRAPE_TIME_GAUGES = ("trollmoves_files_last_minute", "trollmoves_files_last_hour",
+                       "trollmoves_destination_free_bytes", "trollmoves_destination_size_bytes",
+                       "trollmoves_state_store_writable")
+
+
+def _state_store_families(stores: list[Callable[[], Any]]) -> list:
+    """Whether the daemon's state store can be written now, and its failed writes so far.
+
+    Nothing while no store is open (before the start, after the stop).
+    """
+    writable, errors, seen = 1.0, 0.0, False
+    for get_store in stores:
+        try:
+            store = get_store()
+            if store is None:
+                continue
+            seen = True
+            errors += float(store.write_errors)
+            if not store.writable():
+                writable = 0.0
+        except Exception:  # a broken store never breaks a scrape; it is reported as unwritable
+            logger.exception("Cannot check the state store")
+            writable = 0.0
+    if not seen:
+        return []
+    writable_family = GaugeMetricFamily("trollmoves_state_store_writable", "1 when the state store (SQLite) "
+                                        "and its directory can be written, 0 when not")
+    writable_family.add_metric([], writable)
+    errors_family = CounterMetricFamily("trollmoves_state_store_errors", "Failed writes to the state store")
+    errors_family.add_metric([], errors)
+    return [writable_family, errors_family]

@@ -18,6 +18,7 @@ from prometheus_client.exposition import choose_encoder
 
 from trollmoves.metrics.definitions import Metrics
 from trollmoves.metrics.health import DEFAULT_STALLED_AFTER, HealthTracker
+from trollmoves.metrics.health_export import HealthCollector
 from trollmoves.redact import redact, redact_mapping
 
 logger = logging.getLogger(__name__)
@@ -82,13 +83,21 @@ class _Handler(BaseHTTPRequestHandler):
         logger.debug("%s %s", self.address_string(), format % args)
 
 
-def _stalled_after_of(health: Callable | None) -> Callable[[], float]:
-    """``[trollmoves] stalled_after`` of the service a bound ``health`` method belongs to, read live."""
+def _daemon_settings_of(health: Callable | None) -> Callable[[], Any]:
+    """The ``[trollmoves]`` settings of the service a bound ``health`` method belongs to, read live (None if none)."""
     service = getattr(health, "__self__", None)
 
+    def read() -> Any:
+        return getattr(getattr(service, "config", None), "daemon", None)
+    return read
+
+
+def _stalled_after_of(health: Callable | None) -> Callable[[], float]:
+    """``[trollmoves] stalled_after`` of the service a bound ``health`` method belongs to, read live."""
+    settings = _daemon_settings_of(health)
+
     def read() -> float:
-        config = getattr(service, "config", None)
-        value = getattr(getattr(config, "daemon", None), "stalled_after", None)
+        value = getattr(settings(), "stalled_after", None)
         return DEFAULT_STALLED_AFTER if value is None else value
     return read
 
@@ -98,7 +107,8 @@ class MetricsHTTPServer:
 
     ``port`` 0 binds a free port, readable from ``.port`` after ``start()``. ``health`` is the
     service's ``health() -> dict`` (optional). ``stalled_after`` defaults to the service's
-    ``[trollmoves] stalled_after`` (followed across reloads), else 600 s.
+    ``[trollmoves] stalled_after`` (followed across reloads), else 600 s. While it serves, the
+    chain gauges of ``health_export`` (up, stalled, expected interval) are on the registry.
     """
 
     def __init__(self, address: str = "127.0.0.1", port: int = 0, metrics: Metrics | None = None,
@@ -115,6 +125,7 @@ class MetricsHTTPServer:
                                          else _stalled_after_of(health))
         self._empty_registry = CollectorRegistry()
         self._httpd: _HTTPServer | None = None
+        self._health_collector: HealthCollector | None = None
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
 
@@ -134,6 +145,7 @@ class MetricsHTTPServer:
         except OSError as exc:
             raise OSError(exc.errno, f"cannot serve metrics on {self.address}:{self._port}: {exc.strerror}") from exc
         self._stop.clear()
+        self._register_chain_gauges()
         serve = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.25},
                                  name=f"metrics-http:{self.port}", daemon=True)
         serve.start()
@@ -155,6 +167,22 @@ class MetricsHTTPServer:
         for thread in self._threads:
             thread.join(timeout)
         self._threads = []
+        collector, self._health_collector = self._health_collector, None
+        if collector is not None:
+            self.metrics.registry.unregister(collector)
+
+    def _register_chain_gauges(self) -> None:
+        """Put the chain gauges (``health_export``) on the service's registry while serving it."""
+        if self.metrics is None or self._health_collector is not None:
+            return
+        collector = HealthCollector(self.health_report, _daemon_settings_of(self.health),
+                                    lambda: self.metrics.chains)
+        try:
+            self.metrics.registry.register(collector)
+        except ValueError:  # another MetricsHTTPServer serves these metrics and exports them already
+            logger.debug("The chain gauges are already on the registry of %s", self.metrics.daemon)
+            return
+        self._health_collector = collector
 
     def __enter__(self) -> Self:
         return self.start()

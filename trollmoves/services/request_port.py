@@ -135,6 +135,11 @@ class RequestPort:
         self._inline_paused_until = 0.0
         self._stop = threading.Event()
 
+    def inflight(self) -> int:
+        """Pushes in progress (a mirror's: files requested downstream, being pulled and relayed)."""
+        with self._inflight_lock:
+            return len(self._inflight)
+
     # lifecycle ------------------------------------------------------------------------------------
     def open(self, port: int, bind_address: str, curve: Any) -> threading.Thread:
         """Bind the request socket and start answering; returns the thread doing it."""

@@ -240,6 +240,7 @@ class NotificationPublisher:
         self.metrics.published.labels(chain.name, rel).inc()
         self.metrics.file_size.labels(chain.name, "publish").observe(size)
         self.metrics.last_notification.labels(chain.name).set(time.time())
+        self.metrics.metrics.files_done(chain.name)
         logger.info("Published the WIS2 notification of %s (%s, %d bytes) on %s", path, rel, size, topic)
         return rel
 

@@ -256,6 +256,7 @@ class NotificationReceiver:
         self.metrics.download_duration.labels(chain).observe(result.duration)
         self.metrics.file_size.labels(chain, "subscribe").observe(result.size)
         self.metrics.last_notification.labels(chain).set(time.time())
+        self.metrics.metrics.files_done(chain)
         logger.info("WIS2 %s: stored %s (%d bytes, %s, %.3f s)", chain, result.path, result.size, incoming.rel,
                     result.duration)
         if not sent:
