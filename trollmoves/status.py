@@ -103,16 +103,18 @@ class Row:
 # --------------------------------------------------------------------------------------------------
 
 def parse_target(text: str) -> Endpoint:
-    """``host:port`` or ``[v6]:port`` as an endpoint; UsageError naming the value otherwise."""
-    value = text.strip()
-    if value.startswith("["):
-        host, _, rest = value[1:].partition("]")
-        port = rest.removeprefix(":") if rest.startswith(":") else ""
-    else:
-        host, _, port = value.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+    """``host:port`` or ``[v6]:port`` as an endpoint (the config's provider syntax, without a topic);
+    UsageError naming the value otherwise."""
+    from trollmoves.config import Invalid, to_provider
+
+    try:
+        provider = to_provider(text)
+    except Invalid:
+        provider = None
+    if provider is None or provider.topic is not None or text.strip().startswith("tcp://"):
         raise UsageError(f"--target {text!r}: expected host:port")
-    return Endpoint(WILDCARDS.get(host, host), int(port))
+    host = provider.host.strip("[]")
+    return Endpoint(WILDCARDS.get(host, host), provider.port)
 
 
 def endpoint_of_config(path: str) -> Endpoint:
